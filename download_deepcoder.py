@@ -1,12 +1,13 @@
 """Convert agentica-org/DeepCoder-Preview-Dataset into problem records: data/deepcoder/{train,test}.jsonl.
 
     python download_deepcoder.py                                   # lcbv5 train and test from the hub
-    python download_deepcoder.py --configs lcbv5 taco primeintellect codeforces
+    python download_deepcoder.py --subsets lcbv5 taco primeintellect codeforces
     python download_deepcoder.py --local_dir ~/DeepCoder           # <dir>/<config>/<split>-*.parquet
 
-Rows are streamed one at a time (lcbv5 is ~5 GB for ~600 rows) and tests are capped as they are read. Test splits
-are converted first and never reach train.jsonl; a training row whose statement appears in a test split is
-dropped and counted ("in_held_out_split").
+Rows are streamed one at a time (lcbv5 is ~5 GB for ~600 rows) and tests are capped as they are read. Before train
+is converted, the statements of every test split of the dataset (lcbv5 and codeforces, whatever --subsets and
+--splits say; the statement column only) are read, and a training row with one of them is dropped and counted
+("in_held_out_split").
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import data
 
 HUB_NAME = "agentica-org/DeepCoder-Preview-Dataset"
 CONFIG_SPLITS = {"lcbv5": ("train", "test"), "primeintellect": ("train",), "taco": ("train",), "codeforces": ("test",)}
+HELD_OUT = [(config, "test") for config, splits in CONFIG_SPLITS.items() if "test" in splits]
 SOURCES = {"lcbv5": "LIVECODEBENCH", "primeintellect": "PRIMEINTELLECT", "taco": "TACO", "codeforces": "CODEFORCES"}
 FUNCTION_KINDS = {"functional", "function_call"}
 
@@ -61,10 +63,12 @@ def stdin_tests(raw: str) -> tuple[list[dict], int]:
 def make_converter(split: str, args: argparse.Namespace):
     """The (config, index, row) -> (problem, dropped tests) function for one split; raises data.Skip."""
 
+    checkers = data.load_checkers(args.checkers)
+
     def convert(item: tuple[str, int, dict], _: int) -> tuple[dict, int]:
         config, index, row = item
-        statement = row.get("problem") or ""
-        if not statement.strip():
+        statement = row.get("problem")
+        if not isinstance(statement, str) or not statement.strip():
             raise data.Skip("no_statement")
         metadata = parse_metadata(row.get("metadata"))
         if metadata.get("func_name") or (row.get("starter_code") or "").strip():
@@ -72,55 +76,81 @@ def make_converter(split: str, args: argparse.Namespace):
         tests, not_stdin = stdin_tests(row.get("tests") or "[]")
         if not tests:
             raise data.Skip("no_tests")
-        reason = data.statement_skip_reason(statement)
-        if reason and reason not in args.keep:
-            raise data.Skip(reason)
+        problem_id = f"deepcoder/{config}/{split}/{index}"
+        judging = data.judge_fields(statement, checkers.get(data.checker_key(problem_id)))
         kept, dropped = data.cap_tests(tests, args.max_tests, args.max_test_bytes)
         if not kept:
             raise data.Skip("tests_too_large")
         # codeforces rows carry only the statement's examples: they are public tests, and weak ones.
         group = "public" if config == "codeforces" else "private"
         name = next(line.strip() for line in statement.splitlines() if line.strip())[:80]
+        time_limit_s, memory_limit_mb = data.statement_limits(statement)
         problem = data.make_problem(
-            f"deepcoder/{config}/{split}/{index}", "deepcoder", split, metadata.get("title") or name, statement,
-            {group: kept}, source=SOURCES[config], difficulty=str(metadata.get("difficulty") or "unknown"),
-            weakly_tested=config == "codeforces", config=config)
+            problem_id, "deepcoder", split, metadata.get("title") or name, statement,
+            {group: kept}, time_limit_s=time_limit_s, memory_limit_mb=memory_limit_mb, source=SOURCES[config],
+            difficulty=str(metadata.get("difficulty") or "unknown"), weakly_tested=config == "codeforces",
+            config=config, **judging)
         return problem, dropped + not_stdin
 
     return convert
 
 
-def rows_for(config: str, split: str, local_dir: str | None):
-    """Stream (config, index, row) for one config's split, from the hub or local parquet laid out like the hub."""
-    if local_dir:
-        rows = data.local_parquet_rows(sorted(str(f) for f in (Path(local_dir) / config).glob(f"{split}-*.parquet")))
-    else:
-        from datasets import load_dataset
+def local_files(local_dir: str, config: str, split: str) -> list[str]:
+    return sorted(str(f) for f in (Path(local_dir) / config).glob(f"{split}-*.parquet"))
 
-        rows = load_dataset(HUB_NAME, config, split=split, streaming=True)
-    return ((config, i, row) for i, row in enumerate(rows))
+
+def stream(config: str, split: str, local_dir: str | None, columns: list[str] | None = None):
+    """One config's split (only `columns` if given), from the hub or local parquet laid out like the hub."""
+    if local_dir:
+        return data.local_parquet_rows(local_files(local_dir, config, split), columns)
+    from datasets import load_dataset
+
+    return load_dataset(HUB_NAME, config, split=split, streaming=True, columns=columns)
+
+
+def rows_for(config: str, split: str, local_dir: str | None):
+    """Stream (config, index, row) for one config's split."""
+    return ((config, i, row) for i, row in enumerate(stream(config, split, local_dir)))
+
+
+def held_out_statements(local_dir: str | None) -> set[str]:
+    """Statement keys of every test row of every config (the `problem` column only), whatever this run converts:
+    lcbv5 test rows never reach train.jsonl, even from a train-only or taco-only run."""
+    keys: set[str] = set()
+    for config, split in HELD_OUT:
+        if local_dir and not local_files(local_dir, config, split):
+            data.cli_error(f"--local_dir {local_dir} has no {config}/{split}-*.parquet, so training rows cannot be "
+                           f"checked against it; put the hub's {config} {split} parquet files there too")
+        try:
+            rows = stream(config, split, local_dir, columns=["problem"])
+            keys |= data.held_out_keys((row.get("problem") for row in rows), f"held-out {config}/{split} statements")
+        except OSError as e:  # hub unreachable
+            data.cli_error(f"{config}/{split} statements: {e}")
+    return keys
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=["lcbv5"], choices=sorted(CONFIG_SPLITS))
+    p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--subsets", "--configs", dest="subsets", nargs="+", default=["lcbv5"],
+                   choices=sorted(CONFIG_SPLITS), help="the hub's subsets (its `name` argument); --configs is the old spelling, not --config (YAML)")
     p.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test"])
     p.add_argument("--local_dir", help="folder with <config>/<split>-*.parquet files (instead of the hub)")
     p.add_argument("--output_dir", default=str(data.DATA_DIR / "deepcoder"))
-    p.add_argument("--keep", nargs="*", default=[], choices=["interactive", "multiple_answers"],
-                   help="statement kinds to keep although the judge cannot check them exactly")
+    p.add_argument("--checkers", metavar="DIR", help="C++ checkers named <subset>_<split>_<row>.cpp "
+                   "(lcbv5_test_17.cpp): a problem with several valid answers is kept, judged by its checker")
     p.add_argument("--max_tests", type=int, default=20, help="tests kept per problem")
     p.add_argument("--max_test_bytes", type=int, default=1 << 20, help="drop tests with larger input+output")
     args = data.parse_with_config(p, argv)
-    if args.local_dir and not Path(args.local_dir).is_dir():
-        data.cli_error(f"--local_dir {args.local_dir} is not a folder")
+    for folder in ("local_dir", "checkers"):
+        if getattr(args, folder) and not Path(getattr(args, folder)).is_dir():
+            data.cli_error(f"--{folder} {getattr(args, folder)} is not a folder")
 
-    held_out: set[str] = set()
+    held_out = held_out_statements(args.local_dir) if "train" in args.splits else set()
     for split in [s for s in ("test", "train") if s in args.splits]:
-        configs = [c for c in args.configs if split in CONFIG_SPLITS[c]
-                   and (not args.local_dir or any((Path(args.local_dir) / c).glob(f"{split}-*.parquet")))]
+        configs = [c for c in args.subsets if split in CONFIG_SPLITS[c]
+                   and (not args.local_dir or local_files(args.local_dir, c, split))]
         if not configs:
-            print(f"deepcoder/{split}: no {split} split among {args.configs}"
+            print(f"deepcoder/{split}: no {split} split among {args.subsets}"
                   + (f" under {args.local_dir}" if args.local_dir else "") + "; skipped")
             continue
         rows = (item for config in configs for item in rows_for(config, split, args.local_dir))

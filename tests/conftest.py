@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_REALDATA = ROOT.parent / "shared" / "realdata"
+# ../shared/realdata next to the checkout, or next to a parent folder (worktrees live one level deeper)
+SHARED_REALDATA = next((p / "shared" / "realdata" for p in ROOT.parents if (p / "shared" / "realdata").is_dir()),
+                       ROOT.parent / "shared" / "realdata")
 sys.path.insert(0, str(ROOT))
 
 

@@ -40,13 +40,15 @@ def cc_row(name: str, description: str, public=(("1 2\n",), ("3\n",)), private=(
     return {"name": name, "description": description, "public_tests": tests(public), "private_tests": tests(private),
             "generated_tests": tests(generated), "source": source, "difficulty": difficulty,
             "solutions": {"language": list(solutions[0]), "solution": list(solutions[1])},
-            "incorrect_solutions": {"language": [], "solution": []}, "cf_contest_id": 1, "cf_index": "A",
+            "incorrect_solutions": {"language": [], "solution": []}, "cf_contest_id": 1,
+            "cf_index": name.split(". ")[0].split("_")[-1],
             "cf_points": 500.0, "cf_rating": 800, "cf_tags": ["math", "math"], "is_description_translated": False,
             "untranslated_description": "", "time_limit": {"seconds": 2, "nanos": 500_000_000},
             "memory_limit_bytes": 256_000_000, "input_file": input_file, "output_file": ""}
 
 
 def write_parquet(path, rows, schema) -> None:
+    """Rows in a hub schema; a file with no rows is still written (the downloaders must accept it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
@@ -66,17 +68,27 @@ def code_contests_run(tmp_path_factory):
         cc_row("4_A. Any", "Find a pair. If there are multiple answers, print any of them."),
         cc_row("5_A. No tests", "Nothing to check.", public=((), ())),
         cc_row("6_C. Hard", "A hard one.", difficulty=9),
-        cc_row("7_A. Aizu", "From Aizu.", source=6),
+        cc_row("7_A. Aizu", "From Aizu.", source=7),
         cc_row("8_A. Huge", "One huge test.", public=((HUGE, "1 1\n"), ("x\n", "2\n"))),
         cc_row("9_A. Only huge", "Nothing small.", public=((HUGE,), ("x\n",))),
-        cc_row("10_A. Leaked", "Also in the test split."),
+        cc_row("10_A. Leaked", "Also in  the TEST split."),  # spacing and case differ from the test row
+        cc_row("11_A. Leaked when skipped", "A C problem in test."),
+        cc_row("12_A. No description", None),
+        cc_row("13_A. Unknown difficulty number", "Numbered 18, which the proto leaves unused.", difficulty=18),
+        cc_row("14_L. Letter L", "Proto number 19 is L.", difficulty=19),
+        cc_row("15_A. Broken test", "A test whose input is null.", public=((None,), ("1\n",))),
+        cc_row("16_A. Real numbers", "Print x. Your answer is considered correct if its absolute or relative error "
+                                    "does not exceed 10^{-6}."),
     ]
     write_parquet(root / "hub" / "data" / "train-00000-of-00001.parquet", train, CODE_CONTESTS_SCHEMA)
     write_parquet(root / "hub" / "data" / "test-00000-of-00001.parquet",
-                  [cc_row("99_A. Test", "Also in the test split.")], CODE_CONTESTS_SCHEMA)
+                  [cc_row("99_A. Test", "Also in the test split."),
+                   cc_row("98_C. Skipped in test", "A C problem in test.", difficulty=9)], CODE_CONTESTS_SCHEMA)
+    write_parquet(root / "hub" / "data" / "valid-00000-of-00001.parquet", [], CODE_CONTESTS_SCHEMA)
     out = root / "out"
     proc = subprocess.run([sys.executable, "download_code_contests.py", "--local_dir", str(root / "hub"),
-                           "--output_dir", str(out)], cwd=ROOT, capture_output=True, text=True)
+                           "--output_dir", str(out), "--difficulties", "A-B", "EASY", "L"],
+                          cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout
 
@@ -84,11 +96,30 @@ def code_contests_run(tmp_path_factory):
 def test_code_contests_keeps_and_skips_by_reason(code_contests_run):
     out, stdout = code_contests_run
     kept = read_out(out / "train.jsonl")
-    assert sorted(kept) == ["1_A. Kept", "8_A. Huge"]
-    assert ("kept 2, skipped 8 (difficulty=1, file_io=1, in_held_out_split=1, interactive=1, multiple_answers=1, "
-            "no_tests=1, source=1, tests_too_large=1), tests dropped 1") in stdout
-    assert "code_contests/valid: no valid-*.parquet" in stdout
+    assert sorted(kept) == ["14_L. Letter L", "16_A. Real numbers", "1_A. Kept", "8_A. Huge"]
+    assert ("kept 4, skipped 12 (difficulty=2, file_io=1, in_held_out_split=2, interactive=1, malformed_row=1, "
+            "multiple_answers=1, no_statement=1, no_tests=1, source=1, tests_too_large=1), tests dropped 1, "
+            "1 unknown_difficulty_number") in stdout
+    assert "code_contests/valid -> " in stdout and "kept 0, skipped 0" in stdout  # an empty split file is fine
     assert [p["name"] for p in data.read_jsonl(out / "test.jsonl")] == ["99_A. Test"]
+
+
+def test_code_contests_held_out_from_a_train_only_run(code_contests_run, tmp_path):
+    """Test statements are read even when only train is converted, including those skipped from test.jsonl."""
+    hub = code_contests_run[0].parent / "hub"
+    download_code_contests.main(["--local_dir", str(hub), "--splits", "train", "--output_dir", str(tmp_path)])
+    kept = read_out(tmp_path / "train.jsonl")
+    assert "1_A. Kept" in kept and not {"10_A. Leaked", "11_A. Leaked when skipped"} & set(kept)
+
+
+def test_code_contests_refuses_without_held_out_splits(tmp_path):
+    write_parquet(tmp_path / "hub" / "train-00000-of-00001.parquet", [cc_row("1_A. Kept", "Print a+b.")],
+                  CODE_CONTESTS_SCHEMA)
+    proc = subprocess.run([sys.executable, "download_code_contests.py", "--local_dir", str(tmp_path / "hub"),
+                           "--splits", "train", "--output_dir", str(tmp_path / "out")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "no valid-*.parquet" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert not (tmp_path / "out" / "train.jsonl").exists()
 
 
 def test_code_contests_record(code_contests_run):
@@ -100,29 +131,51 @@ def test_code_contests_record(code_contests_run):
     assert (problem["source"], problem["difficulty"], problem["tags"]) == ("CODEFORCES", "A", ["math"])
     assert (problem["time_limit_s"], problem["memory_limit_mb"], problem["weakly_tested"]) == (2.5, 256, False)
     assert problem["reference_solutions"] == ["int main(){}"]  # C++ only, Python dropped
-    huge = read_out(code_contests_run[0] / "train.jsonl")["8_A. Huge"]
-    assert huge["tests"]["public"] == [{"input": "1 1\n", "output": "2\n"}]
+    assert (problem["compare"], problem["checker"]) == ("tokens", None)
+    kept = read_out(code_contests_run[0] / "train.jsonl")
+    assert kept["8_A. Huge"]["tests"]["public"] == [{"input": "1 1\n", "output": "2\n"}]
+    assert kept["14_L. Letter L"]["difficulty"] == "L"
+    assert kept["16_A. Real numbers"]["compare"] == "float:1e-06"
 
 
 def test_code_contests_yaml_config_and_flags(tmp_path):
     write_parquet(tmp_path / "hub" / "train-00000-of-00001.parquet",
                   [cc_row("6_C. Hard", "A hard one.", difficulty=9), cc_row("4_A. Any", "Print any answer.")],
                   CODE_CONTESTS_SCHEMA)
+    for split in ("valid", "test"):
+        write_parquet(tmp_path / "hub" / f"{split}-00000-of-00001.parquet", [], CODE_CONTESTS_SCHEMA)
+    checkers = tmp_path / "checkers"
+    checkers.mkdir()
+    (checkers / "train_4_A.cpp").write_text("int main() { return 0; }\n")  # accepts anything
     config = tmp_path / "cc.yaml"
-    config.write_text(yaml.safe_dump({"difficulties": ["A-C"], "keep": ["multiple_answers"]}))
+    config.write_text(yaml.safe_dump({"difficulties": ["A-C"], "checkers": str(checkers)}))
     download_code_contests.main(["--config", str(config), "--local_dir", str(tmp_path / "hub"), "--splits", "train",
                                  "--output_dir", str(tmp_path / "out")])
-    assert sorted(read_out(tmp_path / "out" / "train.jsonl")) == ["4_A. Any", "6_C. Hard"]
+    kept = read_out(tmp_path / "out" / "train.jsonl")
+    assert sorted(kept) == ["4_A. Any", "6_C. Hard"]  # several answers, kept because a checker decides them
+    assert kept["4_A. Any"]["checker"] == "int main() { return 0; }\n" and kept["6_C. Hard"]["checker"] is None
     download_code_contests.main(["--config", str(config), "--difficulties", "A", "--local_dir",
                                  str(tmp_path / "hub"), "--splits", "train", "--output_dir", str(tmp_path / "out")])
     assert sorted(read_out(tmp_path / "out" / "train.jsonl")) == ["4_A. Any"]  # the flag beats the YAML
 
 
-def test_difficulty_windows():
+def test_difficulty_windows_and_proto_numbers():
     assert download_code_contests.expand_difficulties(["A-C", "easy"]) == {"A", "B", "C", "EASY"}
-    assert download_code_contests.DIFFICULTIES[7] == "A" and download_code_contests.DIFFICULTIES[28] == "V"
+    names = download_code_contests.DIFFICULTIES  # contest_problem.proto: K = 17, 18 unused, L = 19 ... V = 29
+    assert (names[7], names[17], names[19], names[29]) == ("A", "K", "L", "V") and 18 not in names
+    assert download_code_contests.SOURCES[6] == "ATCODER" and 5 not in download_code_contests.SOURCES
     with pytest.raises(ValueError):
         download_code_contests.expand_difficulties(["Z"])
+
+
+def test_enum_numbers_outside_the_definition_are_unknown_and_counted():
+    from collections import Counter
+
+    notes = Counter()
+    names = download_code_contests.DIFFICULTIES
+    assert [download_code_contests.enum_label(names, n, "difficulty", notes) for n in (18, 30, None, 7)] == [
+        "UNKNOWN", "UNKNOWN", "UNKNOWN", "A"]
+    assert notes == {"unknown_difficulty_number": 3}
 
 
 def dc_row(problem: str, tests, metadata: dict | None = None, starter_code: str = "") -> dict:
