@@ -1,7 +1,11 @@
 """data.py, both downloaders (on parquet fixtures in the hubs' exact schemas) and the shipped problem set."""
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
+import re
+import shutil
 import subprocess
 import sys
 
@@ -206,16 +210,24 @@ def deepcoder_run(tmp_path_factory):
         dc_row("TACO stdin", {"inputs": ["1 2\n"], "outputs": ["3\n"]}),
         dc_row("TACO fn", {"inputs": [[1, 2]], "outputs": [3], "fn_name": "add"}),
         dc_row("TACO any: if there are several answers, output any of them.", {"inputs": ["1\n"], "outputs": ["1\n"]}),
+        dc_row("cf interactive, SKIPPED in test. Tags: ['interactive']", {"inputs": ["1\n"], "outputs": ["2\n"]}),
+        dc_row("TACO yes/no: print YES or NO. You can print the letters in any case.",
+               {"inputs": ["1\n"], "outputs": ["YES\n"]}),
+        dc_row("   \n", {"inputs": ["1\n"], "outputs": ["1\n"]}),
     ], DEEPCODER_SCHEMA)
     write_parquet(hub / "primeintellect" / "train-00000-of-00001.parquet", [
         dc_row("PI stdin", [{"type": "stdin_stdout", "input": "4\n", "output": "16\n"}]),
         dc_row("PI call", [{"type": "function_call", "input": [4], "output": [16], "fn_name": "sq"}]),
     ], DEEPCODER_SCHEMA)
-    write_parquet(hub / "codeforces" / "test-00000-of-00001.parquet",
-                  [dc_row("CF examples", [{"input": "1\n", "output": "2\n"}])], DEEPCODER_SCHEMA)
+    write_parquet(hub / "codeforces" / "test-00000-of-00001.parquet", [
+        dc_row("CF examples\n\nTime Limit: 3000 ms\nMemory Limit: 512 MB",
+               [{"input": "1\n", "output": "2\n"}]),
+        dc_row("CF interactive, skipped in test.\n\nTags:\n['interactive']", [{"input": "1\n", "output": "2\n"}]),
+        dc_row(None, [{"input": "1\n", "output": "2\n"}]),
+    ], DEEPCODER_SCHEMA)
     out = root / "out"
     proc = subprocess.run([sys.executable, "download_deepcoder.py", "--local_dir", str(hub), "--output_dir", str(out),
-                           "--configs", "lcbv5", "taco", "primeintellect", "codeforces"],
+                           "--subsets", "lcbv5", "taco", "primeintellect", "codeforces"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout
@@ -223,10 +235,25 @@ def deepcoder_run(tmp_path_factory):
 
 def test_deepcoder_keeps_and_skips_by_reason(deepcoder_run):
     out, stdout = deepcoder_run
-    assert sorted(read_out(out / "train.jsonl")) == ["LCB huge", "LCB mixed", "LCB stdin", "PI stdin", "TACO stdin"]
-    assert ("kept 5, skipped 7 (function_call=3, in_held_out_split=1, malformed_tests=1, multiple_answers=1, "
-            "no_tests=1), tests dropped 2") in stdout
+    assert sorted(read_out(out / "train.jsonl")) == [
+        "LCB huge", "LCB mixed", "LCB stdin", "PI stdin", "TACO stdin", "TACO yes/no: print YES or NO. You can print"
+        " the letters in any case."]
+    assert ("kept 6, skipped 9 (function_call=3, in_held_out_split=2, malformed_tests=1, multiple_answers=1, "
+            "no_statement=1, no_tests=1), tests dropped 2") in stdout
     assert sorted(read_out(out / "test.jsonl")) == ["CF examples", "LCB test only", "Shared statement"]
+    assert "kept 3, skipped 2 (interactive=1, no_statement=1)" in stdout
+
+
+def test_deepcoder_lcbv5_test_never_reaches_train_whatever_the_subsets(deepcoder_run, tmp_path):
+    """A train-only run of taco alone still reads every test split's statements (lcbv5 and codeforces)."""
+    hub = deepcoder_run[0].parent / "hub"
+    write_parquet(hub / "taco" / "train-00000-of-00001.parquet", [
+        dc_row("LCB TEST ONLY", {"inputs": ["7\n"], "outputs": ["7\n"]}),  # case differs from the lcbv5 test row
+        dc_row("TACO stdin", {"inputs": ["1 2\n"], "outputs": ["3\n"]}),
+    ], DEEPCODER_SCHEMA)
+    download_deepcoder.main(["--local_dir", str(hub), "--subsets", "taco", "--splits", "train",
+                             "--output_dir", str(tmp_path)])
+    assert sorted(read_out(tmp_path / "train.jsonl")) == ["TACO stdin"]
 
 
 def test_deepcoder_test_rows_never_reach_training(deepcoder_run):
@@ -246,8 +273,10 @@ def test_deepcoder_records(deepcoder_run):
     assert data.all_tests(train["LCB huge"]) == [{"input": "3\n", "output": "3\n"}]
     assert data.all_tests(train["LCB mixed"]) == [{"input": "4\n", "output": "4\n"}]
     assert data.all_tests(train["TACO stdin"]) == [{"input": "1 2\n", "output": "3\n"}]
-    cf = test["CF examples"]
+    cf = test["CF examples\n\nTime Limit: 3000 ms\nMemory Limit: 512 MB".splitlines()[0]]
     assert cf["weakly_tested"] and cf["tests"]["public"] == [{"input": "1\n", "output": "2\n"}]
+    assert (cf["time_limit_s"], cf["memory_limit_mb"]) == (3.0, 512) and lcb["time_limit_s"] is None
+    assert train["TACO yes/no: print YES or NO. You can print the letters in any case."]["compare"] == "tokens_nocase"
 
 
 @pytest.mark.parametrize("raw, shape", [
@@ -260,13 +289,49 @@ def test_stdin_test_shapes(raw, shape):
     assert download_deepcoder.stdin_tests(raw) == ([{"input": "1", "output": "1"}], 0), shape
 
 
-def test_statement_filters():
-    assert data.statement_skip_reason("This is an interactive problem.") == "interactive"
-    assert data.statement_skip_reason("Input\n\n...\n\nInteraction\n\nAfter printing, flush") == "interactive"
-    assert data.statement_skip_reason("If there are multiple answers, print any of them.") == "multiple_answers"
-    assert data.statement_skip_reason("You may output any valid table.") == "multiple_answers"
-    assert data.statement_skip_reason("If there are multiple answers, print the smallest.") is None
-    assert data.statement_skip_reason("Print YES if any of them is zero.") is None
+@pytest.mark.parametrize("statement, check", [
+    ("This is an interactive problem.", ("interactive", "tokens")),
+    ("Input\n\n...\n\nInteraction\n\nAfter printing, flush", ("interactive", "tokens")),
+    ("Find the mole.\n\nOutput Format:\n\nTags:\n['binary search', 'interactive']", ("interactive", "tokens")),
+    ("If there are multiple answers, print any of them.", ("multiple_answers", "tokens")),
+    ("If there are several ways to achieve it, find any of them.", ("multiple_answers", "tokens")),
+    ("You may output any valid table.", ("multiple_answers", "tokens")),
+    ("You can print the pairs in any order.", ("multiple_answers", "tokens")),
+    ("The number of operations does not need to be minimized.", ("multiple_answers", "tokens")),
+    ("Find an array a. It can be shown that an answer always exists.", ("multiple_answers", "tokens")),
+    ("If there are multiple answers, print the smallest.", (None, "tokens")),
+    ("Print YES if any of them is zero.", (None, "tokens")),
+    ("Casimir can choose any of two possible actions. Print the number of turns.", (None, "tokens")),
+    ("If there are several identical minima, Yelisey can choose any of them.", (None, "tokens")),
+    ("Find the smallest n. We can show that an answer always exists.", (None, "tokens")),
+    ("Answers with an absolute or relative error of at most 10^{-9} will be considered correct.", (None, "float:1e-09")),
+    ("The absolute difference between your solution and the main solution shouldn't exceed 10^-6;",
+     (None, "float:1e-06")),
+    ("Accepted if the relative or absolute error does not exceed $10^{-6}$.", (None, "float:1e-06")),
+    ('Print "YES" or "NO". You can output the answer in any case (upper or lower).', (None, "tokens_nocase")),
+    ("Print YES or NO. You can print each letter in any register.", (None, "tokens_nocase")),
+    ("In any case, print the minimum.", (None, "tokens")),  # no yes/no answer to relax
+])
+def test_statement_classification(statement, check):
+    result = data.classify_statement(statement)
+    assert (result.skip, result.compare) == check
+
+
+def test_judge_fields_skip_or_describe():
+    with pytest.raises(data.Skip, match="no_statement"):
+        data.judge_fields(None)
+    with pytest.raises(data.Skip, match="multiple_answers"):
+        data.judge_fields("Print any of them.")
+    assert data.judge_fields("Print any of them.", checker="int main(){}") == {
+        "compare": "tokens", "checker": "int main(){}"}
+    with pytest.raises(data.Skip, match="interactive"):
+        data.judge_fields("This is an interactive problem.", checker="int main(){}")
+
+
+def test_statement_limits():
+    assert data.statement_limits("...\nTime Limit: 2000 ms\nMemory Limit: 256 MB\n") == (2.0, 256)
+    assert data.statement_limits("time limit per test: 1.5 seconds\nmemory limit per test: 1 GB") == (1.5, 1024)
+    assert data.statement_limits("Print the sum of the time limits.") == (None, None)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -278,6 +343,8 @@ def test_statement_filters():
     ["download_deepcoder.py", "--local_dir", "/nonexistent"],
     ["download_code_contests.py", "--difficulties", "Z"],
     ["download_code_contests.py", "--config", "/nonexistent.yaml"],
+    ["download_code_contests.py", "--checkers", "/nonexistent"],
+    ["download_deepcoder.py", "--subsets", "nosuch"],
 ])
 def test_scripts_fail_in_one_line(argv):
     proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
@@ -375,39 +442,68 @@ def test_sample_references_pass_and_wrong_variants_fail():
 
 
 realdata = pytest.mark.skipif(not SHARED_REALDATA.exists(), reason="needs ../shared/realdata")
+REAL_CODE_CONTESTS_TEST = "code_contests/rllm_code_contests_test.json"
+REAL_LCB = "lcb_deepcoder/rllm_livecodebench_test_279.json"
+REAL_CODEFORCES = "lcb_deepcoder/rllm_codeforces_test_408.json"
+
+
+def real_rows(name: str) -> list[dict]:
+    return json.loads((SHARED_REALDATA / name).read_text(encoding="utf-8"))
+
+
+def real_code_contests_test_row(index: int, row: dict) -> dict:
+    """An rllm code_contests test row back in the hub's schema: the statement's limits trailer becomes the
+    time_limit / memory_limit_bytes fields, the merged tests become private tests."""
+    trailer = re.search(r"\n*Time Limit: (\{.*?\})\nMemory Limit: (\d+) Bytes\s*$", row["problem"])
+    hub_row = cc_row(f"{index}_A. test", row["problem"][:trailer.start()], public=((), ()), difficulty=7,
+                     private=(row["tests"]["inputs"], row["tests"]["outputs"]), solutions=((), ()))
+    return {**hub_row, "time_limit": ast.literal_eval(trailer.group(1)), "memory_limit_bytes": int(trailer.group(2))}
+
+
+@pytest.fixture(scope="module")
+def real_hub(tmp_path_factory):
+    """../shared/realdata in the hubs' parquet schemas: code_contests train (30 rows, some columns dropped by their
+    publisher) and test (165), DeepCoder lcbv5 test (279 LCB rows) and codeforces test (408 rows)."""
+    root = tmp_path_factory.mktemp("real")
+    train = [json.loads(line) for line in
+             (SHARED_REALDATA / "code_contests" / "formalizewithtest_code_contests_sample_train_short.jsonl").open()]
+    write_parquet(root / "cc" / "train-00000-of-00001.parquet",
+                  [{name: row.get(name) for name in CODE_CONTESTS_SCHEMA.names} for row in train], CODE_CONTESTS_SCHEMA)
+    write_parquet(root / "cc" / "test-00000-of-00001.parquet",
+                  [real_code_contests_test_row(i, r) for i, r in enumerate(real_rows(REAL_CODE_CONTESTS_TEST))],
+                  CODE_CONTESTS_SCHEMA)
+    write_parquet(root / "cc" / "valid-00000-of-00001.parquet", [], CODE_CONTESTS_SCHEMA)
+    write_parquet(root / "dc" / "lcbv5" / "test-00000-of-00001.parquet",
+                  [dc_row(r["problem"], r["tests"], starter_code=r["starter_code"]) for r in real_rows(REAL_LCB)],
+                  DEEPCODER_SCHEMA)
+    write_parquet(root / "dc" / "codeforces" / "test-00000-of-00001.parquet",
+                  [dc_row(r["problem"], r["tests"]) for r in real_rows(REAL_CODEFORCES)], DEEPCODER_SCHEMA)
+    return root
 
 
 @realdata
 @pytest.mark.realdata
-def test_real_code_contests_rows(tmp_path):
-    """30 real train rows (some columns dropped by their publisher) written back as hub-schema parquet."""
-    rows = [json.loads(line) for line in
-            (SHARED_REALDATA / "code_contests" / "formalizewithtest_code_contests_sample_train_short.jsonl").open()]
-    full = [{name: row.get(name) for name in CODE_CONTESTS_SCHEMA.names} for row in rows]
-    write_parquet(tmp_path / "hub" / "train-00000-of-00001.parquet", full, CODE_CONTESTS_SCHEMA)
-    download_code_contests.main(["--local_dir", str(tmp_path / "hub"), "--splits", "train",
-                                 "--output_dir", str(tmp_path / "out")])
-    kept = read_out(tmp_path / "out" / "train.jsonl")
+def test_real_code_contests_rows(real_hub, tmp_path):
+    download_code_contests.main(["--local_dir", str(real_hub / "cc"), "--splits", "train", "test",
+                                 "--output_dir", str(tmp_path)])
+    kept = read_out(tmp_path / "train.jsonl")
     assert "361_A. Levko and Table" not in kept  # "Print any beautiful table."
     assert len(kept) >= 20
     shovel = kept["732_A. Buy a Shovel"]
     assert shovel["difficulty"] == "A" and shovel["time_limit_s"] == 1.0 and len(shovel["tests"]["public"]) == 3
+    test = data.read_jsonl(tmp_path / "test.jsonl")
+    assert 100 < len(test) < 165 and {p["memory_limit_mb"] for p in test} >= {256, 512}
+    assert {p["time_limit_s"] for p in test} >= {1.0, 2.0}
 
 
 @realdata
 @pytest.mark.realdata
-def test_real_livecodebench_and_codeforces_tests(tmp_path):
+def test_real_livecodebench_and_codeforces_tests(real_hub, tmp_path):
     """rllm's LCB rows (stdin and functional) and Codeforces rows (Python-literal tests) in DeepCoder's columns."""
-    lcb = json.loads((SHARED_REALDATA / "lcb_deepcoder" / "rllm_livecodebench_test_279.json").read_text())
-    cf = json.loads((SHARED_REALDATA / "lcb_deepcoder" / "rllm_codeforces_test_408.json").read_text())[:50]
-    hub = tmp_path / "hub"
-    write_parquet(hub / "lcbv5" / "test-00000-of-00001.parquet",
-                  [dc_row(r["problem"], r["tests"], starter_code=r["starter_code"]) for r in lcb], DEEPCODER_SCHEMA)
-    write_parquet(hub / "codeforces" / "test-00000-of-00001.parquet",
-                  [dc_row(r["problem"], r["tests"]) for r in cf], DEEPCODER_SCHEMA)
-    download_deepcoder.main(["--local_dir", str(hub), "--configs", "lcbv5", "codeforces", "--splits", "test",
-                             "--output_dir", str(tmp_path / "out")])
-    problems = data.read_jsonl(tmp_path / "out" / "test.jsonl")
+    download_deepcoder.main(["--local_dir", str(real_hub / "dc"), "--subsets", "lcbv5", "codeforces",
+                             "--splits", "test", "--output_dir", str(tmp_path)])
+    problems = data.read_jsonl(tmp_path / "test.jsonl")
+    lcb = real_rows(REAL_LCB)
     stdin = {r["problem"]: [t for t in r["tests"] if t["testtype"] == "stdin"] for r in lcb if not r["starter_code"]}
     lcb_kept = [p for p in problems if p["config"] == "lcbv5"]
     assert 100 < len(lcb_kept) <= len(stdin) < len(lcb)  # LeetCode-style (starter code) rows are all skipped
@@ -415,3 +511,81 @@ def test_real_livecodebench_and_codeforces_tests(tmp_path):
         assert data.all_tests(p) == [{"input": t["input"], "output": t["output"]} for t in stdin[p["statement"]]]
     cf_kept = [p for p in problems if p["config"] == "codeforces"]
     assert cf_kept and all(p["weakly_tested"] for p in cf_kept)
+    assert all(p["time_limit_s"] and p["memory_limit_mb"] for p in cf_kept)  # from "Time Limit: N ms" lines
+    assert sum(p["time_limit_s"] >= 3 for p in cf_kept) > 50
+    compares = {p["compare"] for p in problems}
+    assert {"tokens", "tokens_nocase", "float:1e-06"} <= compares
+
+
+@realdata
+@pytest.mark.realdata
+def test_real_test_rows_never_reach_a_train_only_run(real_hub, tmp_path):
+    """Every real LCB and Codeforces test row, offered again as lcbv5 train rows: none is written to train.jsonl,
+    including the test rows that test.jsonl itself skips (interactive, several answers)."""
+    hub = tmp_path / "hub"
+    shutil.copytree(real_hub / "dc", hub)
+    leaked = [dc_row(r["problem"], r["tests"]) for r in real_rows(REAL_LCB) + real_rows(REAL_CODEFORCES)]
+    write_parquet(hub / "lcbv5" / "train-00000-of-00001.parquet", leaked, DEEPCODER_SCHEMA)
+    download_deepcoder.main(["--local_dir", str(hub), "--splits", "train", "--output_dir", str(tmp_path / "out")])
+    assert read_out(tmp_path / "out" / "train.jsonl") == {}
+
+
+STATEMENT_LABELS = ROOT / "tests" / "fixtures" / "statement_labels.json"
+SKIP_KINDS = {"interactive", "multiple_answers"}
+
+
+def label_predictions() -> list[tuple[dict, data.StatementCheck]]:
+    """Each hand label of tests/fixtures/statement_labels.json with what classify_statement says."""
+    files: dict[str, list[dict]] = {}
+    pairs = []
+    for label in json.loads(STATEMENT_LABELS.read_text()):
+        rows = files.setdefault(label["file"], real_rows(label["file"]))
+        statement = rows[label["index"]]["problem"]
+        assert hashlib.sha1(statement.encode()).hexdigest()[:12] == label["statement_sha1"], label
+        pairs.append((label, data.classify_statement(statement)))
+    return pairs
+
+
+def precision_recall(pairs, is_true, is_predicted) -> tuple[float, float, int]:
+    """(precision, recall, positives) of one decision over the labelled statements."""
+    tp = sum(is_true(label) and is_predicted(check) for label, check in pairs)
+    predicted = sum(is_predicted(check) for _, check in pairs)
+    positives = sum(is_true(label) for label, _ in pairs)
+    return tp / max(predicted, 1), tp / max(positives, 1), positives
+
+
+def decision_table(pairs) -> dict[str, tuple[float, float, int]]:
+    """The table in docs/data.md: precision and recall of every decision the statement filters make."""
+    def expected_compare(label: dict) -> str:
+        if label["kind"] == "float_tolerance":
+            return f"float:{label['epsilon']:g}"
+        return "tokens_nocase" if label["kind"] == "yes_no_any_case" else "tokens"
+
+    kept = [(label, check) for label, check in pairs if label["kind"] not in SKIP_KINDS]
+    return {
+        "skip as unjudgeable": precision_recall(pairs, lambda l: l["kind"] in SKIP_KINDS, lambda c: c.skip is not None),
+        "interactive": precision_recall(pairs, lambda l: l["kind"] == "interactive", lambda c: c.skip == "interactive"),
+        "multiple_answers": precision_recall(pairs, lambda l: l["kind"] == "multiple_answers",
+                                             lambda c: c.skip == "multiple_answers"),
+        "float tolerance (eps right)": precision_recall(
+            kept, lambda l: l["kind"] == "float_tolerance",
+            lambda c: c.skip is None and c.compare.startswith("float:")),
+        "YES/NO in any case": precision_recall(kept, lambda l: l["kind"] == "yes_no_any_case",
+                                               lambda c: c.compare == "tokens_nocase"),
+        "compare rule of kept problems (accuracy)": (
+            sum(c.compare == expected_compare(l) for l, c in kept) / len(kept),) * 2 + (len(kept),),
+    }
+
+
+@realdata
+@pytest.mark.realdata
+def test_statement_filters_on_hand_labelled_real_statements():
+    pairs = label_predictions()
+    assert len(pairs) >= 100 and len({label["file"] for label, _ in pairs}) == 3
+    table = decision_table(pairs)
+    precision, recall, _ = table["skip as unjudgeable"]
+    assert precision >= 0.95 and recall >= 0.90, table
+    for label, check in pairs:  # a float problem kept is compared with the epsilon its statement states
+        if label["kind"] == "float_tolerance" and check.compare.startswith("float:"):
+            assert check.compare == f"float:{label['epsilon']:g}", label
+    assert table["compare rule of kept problems (accuracy)"][0] >= 0.95, table
