@@ -131,10 +131,11 @@ def held_out_statements(local_dir: str | None) -> set[str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--subsets", "--configs", dest="subsets", nargs="+", default=["lcbv5"],
-                   choices=sorted(CONFIG_SPLITS), help="the hub's subsets (its `name` argument); --configs is the old spelling, not --config (YAML)")
+    p.add_argument("--subsets", "--configs", dest="subsets", metavar="SUBSET", nargs="+", default=["lcbv5"],
+                   choices=sorted(CONFIG_SPLITS),
+                   help="the hub's subsets (its `name` argument); --configs is the old spelling, not --config (YAML)")
     p.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test"])
-    p.add_argument("--local_dir", help="folder with <config>/<split>-*.parquet files (instead of the hub)")
+    p.add_argument("--local_dir", help="folder with <subset>/<split>-*.parquet files (instead of the hub)")
     p.add_argument("--output_dir", default=str(data.DATA_DIR / "deepcoder"))
     p.add_argument("--checkers", metavar="DIR", help="C++ checkers named <subset>_<split>_<row>.cpp "
                    "(lcbv5_test_17.cpp): a problem with several valid answers is kept, judged by its checker")

@@ -304,7 +304,7 @@ def test_stdin_test_shapes(raw, shape):
     ("Casimir can choose any of two possible actions. Print the number of turns.", (None, "tokens")),
     ("If there are several identical minima, Yelisey can choose any of them.", (None, "tokens")),
     ("Find the smallest n. We can show that an answer always exists.", (None, "tokens")),
-    ("Answers with an absolute or relative error of at most 10^{-9} will be considered correct.", (None, "float:1e-09")),
+    ("Answers with an absolute or relative error of at most 10^{-9} will be accepted.", (None, "float:1e-09")),
     ("The absolute difference between your solution and the main solution shouldn't exceed 10^-6;",
      (None, "float:1e-06")),
     ("Accepted if the relative or absolute error does not exceed $10^{-6}$.", (None, "float:1e-06")),
