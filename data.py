@@ -120,9 +120,10 @@ class PromptSettings:
     def messages(self, problem: dict) -> list[dict]:
         return build_messages(problem, self.show_examples, self.system_prompt, self.instruction)
 
-    def overridden(self, **values) -> PromptSettings:
-        """A copy with the values that are not None (the flags a user gave) replacing ours."""
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
+    def overridden(self, flags) -> PromptSettings:
+        """A copy in which the prompt flags a user gave (`flags.system_prompt` etc. that are not None) replace ours."""
+        given = {f.name: getattr(flags, f.name, None) for f in fields(self)}
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -324,6 +325,15 @@ def cli_error(message: str) -> NoReturn:
     """One line on stderr and exit code 2: the user gets the cause, not a traceback."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def add_prompt_flags(parser: argparse.ArgumentParser, unset: str = "data.py's default") -> None:
+    """--system_prompt, --instruction and --show_examples/--no-show_examples, each None when not given, so that
+    PromptSettings.overridden replaces only what the user said (`unset` says what applies otherwise)."""
+    parser.add_argument("--system_prompt", help=f"the system message (default: {unset})")
+    parser.add_argument("--instruction", help=f"the text before the statement (default: {unset})")
+    parser.add_argument("--show_examples", action=argparse.BooleanOptionalAction,
+                        help=f"put the public tests in the prompt (default: {unset}, which is no)")
 
 
 class ArgumentParser(argparse.ArgumentParser):

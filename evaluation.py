@@ -461,10 +461,7 @@ def cli_parser(description: str | None) -> data.ArgumentParser:
     p.add_argument("--max_prompt_tokens", type=int, help="skip longer prompts (default: context - max_new_tokens)")
     p.add_argument("--max_tests", type=int, default=0, help="tests judged per problem, 0 = all (default)")
     p.add_argument("--time_limit", type=float, default=EVAL_JUDGE.time_limit_s, help="seconds per test (default 2)")
-    p.add_argument("--show_examples", action=argparse.BooleanOptionalAction,
-                   help="put the public examples in the prompt (default: as the adapter was trained, else no)")
-    p.add_argument("--system_prompt", help="system message (default: the adapter's, else data.DEFAULT_SYSTEM_PROMPT)")
-    p.add_argument("--instruction", help="text before the statement (default: the adapter's, else data's default)")
+    data.add_prompt_flags(p, unset="the adapter's own, else data.py's default")
     p.add_argument("--output_dir", help="where results.jsonl and summary.json go "
                                         "(default output/<script>/<time>-<label>)")
     return p
@@ -496,9 +493,7 @@ def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.CodeR
 
 def prompt_for(args: argparse.Namespace, info: dict) -> data.PromptSettings:
     """The adapter's own prompt (data's defaults for the base model), with the prompt flags given overriding it."""
-    trained = data.PromptSettings.from_meta(info.get("meta", {}))
-    return trained.overridden(system_prompt=args.system_prompt, instruction=args.instruction,
-                              show_examples=args.show_examples)
+    return data.PromptSettings.from_meta(info.get("meta", {})).overridden(args)
 
 
 def load_model_for_eval(name: str, quant: bool, checkpoint_path: str | None):

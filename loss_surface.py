@@ -71,10 +71,7 @@ def heatmap(rows: dict[tuple[str, str], dict], axis: list[float], column: str, p
     ax.set_xlabel("v1")
     ax.set_ylabel("v2")
     ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return records.save_figure(fig, path)
 
 
 def parse_args(argv: list[str] | None):
@@ -86,9 +83,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--train_data", dest="dataset", help=argparse.SUPPRESS)  # the seed's --dataset PATH
     parser.add_argument("--split", default="train", help="split whose reference solutions give the loss (train)")
     parser.add_argument("--max_samples", type=int, default=32, help="problems for the loss (default %(default)s)")
-    parser.add_argument("--show_examples", action="store_true", help="put the public tests in the prompt")
-    parser.add_argument("--system_prompt", help="override data.DEFAULT_SYSTEM_PROMPT")
-    parser.add_argument("--instruction", help="override data.DEFAULT_INSTRUCTION")
+    data.add_prompt_flags(parser)
     parser.add_argument("--rank", type=int, default=2, help="SVD rank r (default %(default)s)")
     parser.add_argument("--seed", type=int, default=42, help="projection and sampling seed (default %(default)s)")
     parser.add_argument("--radius", type=float, default=1.0, help="grid spans [-radius, radius]² (default %(default)s)")
@@ -105,22 +100,58 @@ def parse_args(argv: list[str] | None):
         data.cli_error("--radius, --max_samples, --rank, --batch_size and --max_new_tokens must be positive")
     if args.reward_problems < 0:
         data.cli_error("--reward_problems must be >= 0")
-    args.prompt = data.PromptSettings().overridden(system_prompt=args.system_prompt, instruction=args.instruction,
-                                                   show_examples=args.show_examples)
+    args.prompt = data.PromptSettings().overridden(args)
     return args
+
+
+def load_u2_model(args):
+    """The base model with a u=2, tie "all" TinyLoRA (two numbers in all), and its tokenizer."""
+    import tinylora
+
+    try:
+        model, tokenizer = modeling.load_model(args.model, quant=not args.no_quant)
+    except OSError as err:
+        data.cli_error(str(err).splitlines()[0])
+    return tinylora.apply_tiny_lora(model, u=2, rank=args.rank, seed=args.seed, tie="all"), tokenizer
+
+
+def scan(model, tokenizer, examples: list[dict], problems: list[dict], axis: list[float], csv_path: Path,
+         args) -> dict[tuple[str, str], dict]:
+    """Every grid point not yet in `csv_path`, each appended as it is measured; all rows by grid key."""
+    from tqdm import tqdm
+
+    rows = {key(float(r["v1"]), float(r["v2"])): r for r in records.read_rows(csv_path)}
+    todo = [(v1, v2) for v1 in axis for v2 in axis if key(v1, v2) not in rows]
+    print(f"loss surface: {len(axis)}x{len(axis)} grid, {len(rows)} points already in {csv_path}, {len(todo)} to go")
+    for v1, v2 in tqdm(todo, desc="surface", unit="point"):
+        start = time.monotonic()
+        set_v(model, v1, v2)
+        row = {"v1": key(v1, v2)[0], "v2": key(v1, v2)[1], **measure(model, tokenizer, examples, problems, args)}
+        row["seconds"] = round(time.monotonic() - start, 2)
+        records.append_row(csv_path, row, FIELDS)
+        rows[key(v1, v2)] = row
+    return rows
+
+
+def report(rows: dict[tuple[str, str], dict], axis: list[float], out: Path, with_reward: bool) -> None:
+    """The base model's loss against the grid's lowest, and the heatmaps."""
+    centre = rows[key(0.0, 0.0)]
+    lowest = min((rows[key(v1, v2)] for v1 in axis for v2 in axis), key=lambda r: float(r["loss"]))
+    print(f"base model (v = 0): loss {float(centre['loss']):.4f}; lowest on the grid: {float(lowest['loss']):.4f} "
+          f"at v = ({lowest['v1']}, {lowest['v2']})")
+    drawn = [heatmap(rows, axis, "loss", out / "surface.png")]
+    if with_reward:
+        drawn.append(heatmap(rows, axis, "avg_reward", out / "surface_reward.png"))
+    print(f"wrote {out / 'surface.csv'}" + "".join(f" and {p}" for p in drawn if p))
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
-    import tinylora
-    from tqdm import tqdm
-
     try:
         problems = data.load_problems(args.dataset, args.split, args.max_samples, args.seed)
-        model, tokenizer = modeling.load_model(args.model, quant=not args.no_quant)
-    except (OSError, ValueError) as err:  # missing data or model, unknown dataset or split
+    except (OSError, ValueError) as err:  # missing data, unknown dataset or split
         data.cli_error(str(err).splitlines()[0])
-    model = tinylora.apply_tiny_lora(model, u=2, rank=args.rank, seed=args.seed, tie="all")
+    model, tokenizer = load_u2_model(args)
     examples = sft.build_examples(problems, tokenizer, args.max_length, prompt=args.prompt)
     reward_problems = problems[:args.reward_problems]
     out = Path(args.output_dir)
@@ -128,27 +159,10 @@ def main(argv: list[str] | None = None) -> Path:
     settings.update(prompt=args.prompt.to_dict(), examples=sft.examples_hash(examples),
                     reward_problems=[p["id"] for p in reward_problems])
     records.check_settings(out / "surface.json", settings, "loss surface")
-    csv_path = out / "surface.csv"
-    rows = {key(float(r["v1"]), float(r["v2"])): r for r in records.read_rows(csv_path)}
     axis = grid_axis(args.radius, args.points)
-    todo = [(v1, v2) for v1 in axis for v2 in axis if key(v1, v2) not in rows]
-    print(f"loss surface: {args.points}x{args.points} grid, {len(rows)} points already in {csv_path}, {len(todo)} to go")
-    for v1, v2 in tqdm(todo, desc="surface", unit="point"):
-        start = time.monotonic()
-        set_v(model, v1, v2)
-        row = {"v1": key(v1, v2)[0], "v2": key(v1, v2)[1], **measure(model, tokenizer, examples, reward_problems, args)}
-        row["seconds"] = round(time.monotonic() - start, 2)
-        records.append_row(csv_path, row, FIELDS)
-        rows[key(v1, v2)] = row
-    centre = rows[key(0.0, 0.0)]
-    lowest = min((rows[key(v1, v2)] for v1 in axis for v2 in axis), key=lambda r: float(r["loss"]))
-    print(f"base model (v = 0): loss {float(centre['loss']):.4f}; lowest on the grid: {float(lowest['loss']):.4f} "
-          f"at v = ({lowest['v1']}, {lowest['v2']})")
-    drawn = [heatmap(rows, axis, "loss", out / "surface.png")]
-    if reward_problems:
-        drawn.append(heatmap(rows, axis, "avg_reward", out / "surface_reward.png"))
-    print(f"wrote {csv_path}" + "".join(f" and {p}" for p in drawn if p))
-    return csv_path
+    rows = scan(model, tokenizer, examples, reward_problems, axis, out / "surface.csv", args)
+    report(rows, axis, out, with_reward=bool(reward_problems))
+    return out / "surface.csv"
 
 
 if __name__ == "__main__":

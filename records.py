@@ -62,3 +62,11 @@ def check_settings(path: Path, settings: dict, what: str) -> None:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=1))
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a finished matplotlib figure to `path` and free it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    optional_pyplot().close(fig)
+    return path

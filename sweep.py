@@ -251,10 +251,7 @@ def plot(rows: list[dict], path: Path) -> Path | None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return records.save_figure(fig, path)
 
 
 def write_report(sweep: Sweep) -> list[dict]:

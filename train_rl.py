@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import data
 import training
 
 
 def main(argv: list[str] | None = None) -> Path:
     ours, grpo = training.parse_grpo_args(argv)
-    prompt, reward = training.prompt_settings(ours), training.code_reward(ours)
+    prompt, reward = data.PromptSettings().overridden(ours), training.code_reward(ours)
     device = training.configure_device(grpo)
     resume_from = training.resume_checkpoint(Path(grpo.output_dir)) if ours.resume else None
     model, tokenizer = training.load_adapted_model(ours, grpo.seed, device)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import data
 import sft
 import training
 
 
 def main(argv: list[str] | None = None) -> Path:
     ours, config = sft.parse_sft_args(argv)
-    prompt = training.prompt_settings(ours)
+    prompt = data.PromptSettings().overridden(ours)
     device = training.configure_device(config)
     model, tokenizer = training.load_adapted_model(ours, config.seed, device)
     problems = training.load_training_problems(ours, config.seed, ours.max_samples)

@@ -110,12 +110,6 @@ def parse_grpo_args(argv: list[str] | None = None):
     return ours, grpo
 
 
-def prompt_settings(args) -> data.PromptSettings:
-    """The prompt from the flags: data.py's defaults with the ones given replacing them."""
-    return data.PromptSettings().overridden(system_prompt=args.system_prompt, instruction=args.instruction,
-                                            show_examples=args.show_examples)
-
-
 def code_reward(ours: TinyLoraArguments) -> utils.CodeReward:
     """The training reward from the flags (an unknown scheme exits 2 with one line)."""
     try:

@@ -269,6 +269,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_stages(ctx: Context) -> tuple[dict[str, str], list[str]]:
+    """Every stage in order, one ✓/✗ line each (a stage whose prerequisite failed is skipped):
+    ({stage: ok | failed | skipped}, the failures with their hints)."""
+    status: dict[str, str] = {}
+    failures: list[str] = []
+    for stage in STAGES:
+        missing = [name for name in stage.needs if status[name] != "ok"]
+        if missing:
+            status[stage.name] = "skipped"
+            print(f"- {stage.name:<10} {'skipped':>7}  (needs {', '.join(missing)})", flush=True)
+            continue
+        if sys.stdout.isatty():
+            print(f"… {stage.name}", end="\r", flush=True)
+        began = time.monotonic()
+        ok, detail = run_stage(stage, ctx)
+        status[stage.name] = "ok" if ok else "failed"
+        print(f"{'✓' if ok else '✗'} {stage.name:<10} {time.monotonic() - began:6.1f}s  {detail}", flush=True)
+        if not ok:
+            for line in log_tail(ctx.work / f"{stage.name}.log"):
+                print(f"    | {line}")
+            print(f"    hint: {stage.hint}", flush=True)
+            failures.append(f"{stage.name}: {detail}\n    hint: {stage.hint}")
+    return status, failures
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch  # after parsing: a typo should not wait for torch to import
@@ -279,28 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     args.max_new_tokens = args.max_new_tokens or (512 if args.gpu else 32)
     print(f"verify_pipeline: model={args.model} dataset={args.dataset} {'full precision' if args.no_quant else 'NF4'} "
           f"on {'GPU' if args.gpu else 'CPU'}, cxx={args.cxx}", flush=True)
-    status: dict[str, str] = {}
-    failures: list[str] = []
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="verify_pipeline-") as work:
-        ctx = Context(args, Path(work))
-        for stage in STAGES:
-            missing = [name for name in stage.needs if status[name] != "ok"]
-            if missing:
-                status[stage.name] = "skipped"
-                print(f"- {stage.name:<10} {'skipped':>7}  (needs {', '.join(missing)})", flush=True)
-                continue
-            if sys.stdout.isatty():
-                print(f"… {stage.name}", end="\r", flush=True)
-            began = time.monotonic()
-            ok, detail = run_stage(stage, ctx)
-            status[stage.name] = "ok" if ok else "failed"
-            print(f"{'✓' if ok else '✗'} {stage.name:<10} {time.monotonic() - began:6.1f}s  {detail}", flush=True)
-            if not ok:
-                for line in log_tail(ctx.work / f"{stage.name}.log"):
-                    print(f"    | {line}")
-                print(f"    hint: {stage.hint}", flush=True)
-                failures.append(f"{stage.name}: {detail}\n    hint: {stage.hint}")
+        status, failures = run_stages(Context(args, Path(work)))
     passed = sum(s == "ok" for s in status.values())
     print(f"{passed}/{len(STAGES)} stages passed in {time.monotonic() - start:.1f}s")
     if failures:
