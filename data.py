@@ -13,10 +13,12 @@ import json
 import os
 import random
 import re
+import secrets
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -99,6 +101,39 @@ def load_problems(name_or_path: str, split: str = "train", max_samples: int | No
 def all_tests(problem: dict) -> list[dict]:
     """Every test of a problem, public first (the judge's "first" selection then starts with the examples)."""
     return [t for group in TEST_GROUPS for t in problem["tests"].get(group, [])]
+
+
+def validation_split(dataset: str) -> str:
+    """The split to validate on: "valid" when the dataset has one, else "test" (a .jsonl file has no splits)."""
+    return "valid" if "valid" in SPLITS.get(dataset, ()) else "test"
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """What the model is asked. Training saves it in the adapter's metadata and every evaluation of that adapter
+    renders the same prompt from it: an adapter measured on a prompt it was not trained on is measured wrong."""
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    instruction: str = DEFAULT_INSTRUCTION
+    show_examples: bool = False
+
+    def messages(self, problem: dict) -> list[dict]:
+        return build_messages(problem, self.show_examples, self.system_prompt, self.instruction)
+
+    def overridden(self, flags) -> PromptSettings:
+        """A copy in which the prompt flags a user gave (`flags.system_prompt` etc. that are not None) replace ours."""
+        given = {f.name: getattr(flags, f.name, None) for f in fields(self)}
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> PromptSettings:
+        """The prompt an adapter was trained with (its metadata's "prompt"); the defaults for adapters saved
+        before the prompt travelled with them, which were all trained on the defaults unless told otherwise."""
+        saved = meta.get("prompt") or {}
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
 
 
 def build_messages(problem: dict, show_examples: bool = False, system_prompt: str = DEFAULT_SYSTEM_PROMPT,
@@ -287,9 +322,7 @@ def convert_rows(rows: Iterable, convert: Callable[[object, int], tuple[dict, in
     Rows whose statement is in `exclude_keys` (a held-out split) are skipped as "in_held_out_split"; a row the
     converter cannot read (a field of the wrong type) is skipped as "malformed_row" and the split goes on."""
     stats, seen_ids = stats or ConvertStats(), set()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f, _removed_on_error(tmp):
+    with replaced_atomically(out_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for index, row in enumerate(tqdm(rows, desc=desc, unit="row")):
             try:
                 problem, dropped = convert(row, index)
@@ -308,7 +341,6 @@ def convert_rows(rows: Iterable, convert: Callable[[object, int], tuple[dict, in
             stats.kept += 1
             stats.dropped_tests += dropped
             f.write(json.dumps(problem, ensure_ascii=False) + "\n")
-    os.replace(tmp, out_path)
     return stats
 
 
@@ -322,15 +354,6 @@ def convert_split(rows: Iterable, convert: Callable[[object, int], tuple[dict, i
     except OSError as e:  # missing files, hub unreachable
         cli_error(f"{split}: {e}")
     print(stats.report(f"{label} -> {out_path}"))
-
-
-@contextlib.contextmanager
-def _removed_on_error(path: Path) -> Iterator[None]:
-    try:
-        yield
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
 
 
 def parse_test_string(raw: str) -> object:
@@ -359,6 +382,31 @@ def local_parquet_rows(files: list[str], columns: list[str] | None = None) -> It
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Files every module writes: datasets, adapters, models, checkpoints
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary path beside `path` to write a file or a directory into. When the block ends, it replaces
+    `path` by one rename, so a reader (or a crash) sees the old version or the whole new one, never half; when the
+    block raises, it is removed and `path` is untouched. It lives here, in the module every other one imports
+    and that imports none of ours, because datasets, models, adapters and checkpoints all need it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # rename does not replace a non-empty directory
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Command-line plumbing shared by the scripts
 
 
@@ -366,6 +414,15 @@ def cli_error(message: str) -> NoReturn:
     """One line on stderr and exit code 2: the user gets the cause, not a traceback."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def add_prompt_flags(parser: argparse.ArgumentParser, unset: str = "data.py's default") -> None:
+    """--system_prompt, --instruction and --show_examples/--no-show_examples, each None when not given, so that
+    PromptSettings.overridden replaces only what the user said (`unset` says what applies otherwise)."""
+    parser.add_argument("--system_prompt", help=f"the system message (default: {unset})")
+    parser.add_argument("--instruction", help=f"the text before the statement (default: {unset})")
+    parser.add_argument("--show_examples", action=argparse.BooleanOptionalAction,
+                        help=f"put the public tests in the prompt (default: {unset}, which is no)")
 
 
 class ArgumentParser(argparse.ArgumentParser):

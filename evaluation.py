@@ -48,7 +48,6 @@ class GenerationSettings:
     n: int = 1  # samples per problem
     batch_size: int = 8  # part of the pairing: batch composition decides padding and sampling seeds
     seed: int = 42
-    show_examples: bool = False
     max_prompt_tokens: int | None = None  # longer prompts are skipped; None = context length - max_new_tokens
 
 
@@ -63,12 +62,18 @@ class Completion:
 # Prompts and generation
 
 
-def prompt_text(problem: dict, tokenizer, show_examples: bool = False) -> str:
+def evaluation_reward(judge: utils.JudgeConfig = EVAL_JUDGE) -> utils.CodeReward:
+    """The reward evaluation reports: the seed scheme, unscaled, in [0, 1], on `judge` (all tests by default)."""
+    return utils.CodeReward(judge, multipliers=False)
+
+
+def prompt_text(problem: dict, tokenizer, prompt: data.PromptSettings = data.PromptSettings()) -> str:
     """The exact text the model continues: the chat template with the assistant turn opened."""
-    return data.render_prompt(data.build_messages(problem, show_examples=show_examples), tokenizer)[0]
+    return data.render_prompt(prompt.messages(problem), tokenizer)[0]
 
 
-def build_prompts(problems: list[dict], tokenizer, settings: GenerationSettings) -> tuple[list[tuple[dict, str]], list[dict]]:
+def build_prompts(problems: list[dict], tokenizer, settings: GenerationSettings,
+                  prompt: data.PromptSettings = data.PromptSettings()) -> tuple[list[tuple[dict, str]], list[dict]]:
     """(problem, prompt) pairs to evaluate and {"id", "reason"} for the rest: a problem without tests cannot be
     judged and a prompt longer than `max_prompt_tokens` cannot be answered, so neither may count as a failure."""
     kept, skipped = [], []
@@ -76,13 +81,13 @@ def build_prompts(problems: list[dict], tokenizer, settings: GenerationSettings)
         if not data.all_tests(problem):
             skipped.append({"id": problem["id"], "reason": "no tests"})
             continue
-        prompt, ids = data.render_prompt(data.build_messages(problem, show_examples=settings.show_examples), tokenizer)
+        text, ids = data.render_prompt(prompt.messages(problem), tokenizer)
         n_tokens = len(ids)
         if settings.max_prompt_tokens is not None and n_tokens > settings.max_prompt_tokens:
             reason = f"prompt too long ({n_tokens} tokens > {settings.max_prompt_tokens})"
             skipped.append({"id": problem["id"], "reason": reason})
             continue
-        kept.append((problem, prompt))
+        kept.append((problem, text))
     return kept, skipped
 
 
@@ -181,18 +186,19 @@ def outcome(result: utils.JudgeResult) -> str:
 
 
 def judge_completions(problems: list[dict], completions: list[list[Completion]],
-                      judge_config: utils.JudgeConfig = EVAL_JUDGE, progress: bool = True) -> list[dict]:
+                      reward: utils.CodeReward | None = None, progress: bool = True) -> list[dict]:
     """One record per (problem, sample) as written to results.jsonl. The judge is the only thing that runs the
-    programs and its reward (the seed scheme, unscaled, in [0, 1]; + 0.0 turns the judge's -0.0 for "no code"
-    into 0.0) is the only reward."""
+    programs and `reward` (default: evaluation_reward(); + 0.0 turns -0.0 for "no code" into 0.0) scores them."""
+    reward = reward or evaluation_reward()
     flat = [(p, j, c) for p, cs in zip(problems, completions) for j, c in enumerate(cs)]
     codes = [utils.extract_code(c.text) for _, _, c in flat]
-    results = utils.judge_batch([(code, data.all_tests(p)) for code, (p, _, _) in zip(codes, flat)], judge_config,
+    results = utils.judge_batch([(code, data.all_tests(p)) for code, (p, _, _) in zip(codes, flat)], reward.judge,
                                 progress=progress)
     return [
         {"id": p["id"], "sample": j, "completion": c.text, "code": code, "outcome": outcome(r),
          "verdict": r.verdict.value, "verdicts": [v.value for v in r.verdicts], "passed": r.passed, "total": r.total,
-         "compiled": r.compiled, "reward": utils.reward_from_result(r) + 0.0, "completion_tokens": c.tokens,
+         "compiled": r.compiled, "reward": reward.score(r, p.get("source", ""), p.get("difficulty", "")) + 0.0,
+         "completion_tokens": c.tokens,
          "truncated": c.truncated, "message": r.message}
         for (p, j, c), code, r in zip(flat, codes, results)
     ]
@@ -260,22 +266,25 @@ def _resolve(settings: GenerationSettings, model) -> GenerationSettings:
 
 
 def evaluate(model, tokenizer, problems: list[dict], settings: GenerationSettings = GenerationSettings(),
-             judge_config: utils.JudgeConfig = EVAL_JUDGE, *, ks: Sequence[int] = (1,),
-             progress: bool = True) -> tuple[list[dict], dict]:
-    """Generate, judge and score `problems`: (per-sample records, summary). The summary's "run" holds what must
-    match for two runs to be compared; "per_problem" holds what the comparison pairs."""
+             reward: utils.CodeReward | None = None, *, prompt: data.PromptSettings = data.PromptSettings(),
+             ks: Sequence[int] = (1,), progress: bool = True) -> tuple[list[dict], dict]:
+    """Generate, judge and score `problems` asked with `prompt`: (per-sample records, summary). The summary's
+    "run" holds what must match for two runs to be compared; "per_problem" holds what the comparison pairs."""
     start = time.monotonic()
     settings = _resolve(settings, model)
-    kept, skipped = build_prompts(problems, tokenizer, settings)
+    reward = reward or evaluation_reward()
+    kept, skipped = build_prompts(problems, tokenizer, settings, prompt)
     with eval_mode(model):
         completions = generate(model, tokenizer, [text for _, text in kept], settings, progress)
     generate_s = time.monotonic() - start
-    samples = judge_completions([p for p, _ in kept], completions, judge_config, progress)
+    samples = judge_completions([p for p, _ in kept], completions, reward, progress)
     elapsed = time.monotonic() - start
-    judge = {k: v for k, v in dataclasses.asdict(judge_config).items() if k != "workers"}
+    judge = {k: v for k, v in dataclasses.asdict(reward.judge).items() if k != "workers"}
+    scoring = {"scheme": reward.scheme, "no_code_penalty": reward.no_code_penalty, "multipliers": reward.multipliers}
     summary = {
         "run": {"problem_ids": [p["id"] for p, _ in kept], "skipped_ids": [s["id"] for s in skipped],
-                "prompts_sha256": prompts_sha256(kept), "generation": dataclasses.asdict(settings), "judge": json.loads(json.dumps(judge))},
+                "prompts_sha256": prompts_sha256(kept), "prompt": prompt.to_dict(),
+                "generation": dataclasses.asdict(settings), "judge": json.loads(json.dumps(judge)), "reward": scoring},
         "metrics": compute_metrics(samples, ks, elapsed),
         "timing": {"generate_s": generate_s, "judge_s": elapsed - generate_s, "total_s": elapsed},
         "skipped": skipped,
@@ -285,12 +294,13 @@ def evaluate(model, tokenizer, problems: list[dict], settings: GenerationSetting
 
 
 def run_validation(model, tokenizer, problems: list[dict], *, max_new_tokens: int, batch_size: int,
-                   show_examples: bool = False, judge_config: utils.JudgeConfig = EVAL_JUDGE,
+                   prompt: data.PromptSettings = data.PromptSettings(), reward: utils.CodeReward | None = None,
                    progress: bool = False) -> dict:
-    """Greedy metrics (pass@1, compile_rate, avg_reward, ...) for the training callback; the model may be a
-    PeftModel in training mode: it is evaluated without gradients and handed back in training mode."""
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, show_examples=show_examples)
-    return evaluate(model, tokenizer, problems, settings, judge_config, progress=progress)[1]["metrics"]
+    """Greedy metrics (pass@1, compile_rate, avg_reward, ...) for the training callback, on validate.py's reward
+    (all tests) by default so `best/` is chosen by what validate.py will report; the model may be a PeftModel in
+    training mode: it is evaluated without gradients and handed back in training mode."""
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return evaluate(model, tokenizer, problems, settings, reward, prompt=prompt, progress=progress)[1]["metrics"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -436,8 +446,9 @@ def load_summary(path: str | Path) -> dict:
 def cli_parser(description: str | None) -> data.ArgumentParser:
     """Flags every evaluation script takes (the script adds how it picks the model and the problems)."""
     p = data.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="code_contests", choices=data.DATASETS, help="problem set (default %(default)s)")
-    p.add_argument("--test_data", metavar="PATH", help="a problems .jsonl file instead of --dataset/--split")
+    p.add_argument("--dataset", default="code_contests",
+                   help=f"{' | '.join(data.DATASETS)} | a problems .jsonl file (default %(default)s)")
+    p.add_argument("--test_data", dest="dataset", help=argparse.SUPPRESS)  # the seed's spelling of --dataset PATH
     p.add_argument("--model", default=modeling.DEFAULT_MODEL, help="base model: hub id, local dir or 'tiny' (offline)")
     p.add_argument("--no_quant", action="store_true", help="bf16 (fp32 on CPU) instead of NF4 4-bit")
     p.add_argument("--seed", type=int, default=42, help="problem sampling and generation seed (default %(default)s)")
@@ -450,12 +461,13 @@ def cli_parser(description: str | None) -> data.ArgumentParser:
     p.add_argument("--max_prompt_tokens", type=int, help="skip longer prompts (default: context - max_new_tokens)")
     p.add_argument("--max_tests", type=int, default=0, help="tests judged per problem, 0 = all (default)")
     p.add_argument("--time_limit", type=float, default=EVAL_JUDGE.time_limit_s, help="seconds per test (default 2)")
-    p.add_argument("--show_examples", action="store_true", help="put the public examples in the prompt")
-    p.add_argument("--output_dir", help="where results.jsonl and summary.json go (default runs/<script>/<time>-<label>)")
+    data.add_prompt_flags(p, unset="the adapter's own, else data.py's default")
+    p.add_argument("--output_dir", help="where results.jsonl and summary.json go "
+                                        "(default output/<script>/<time>-<label>)")
     return p
 
 
-def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.JudgeConfig, list[int]]:
+def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.CodeReward, list[int]]:
     """Validate the flags that argparse cannot check alone."""
     try:
         ks = [int(k) for k in args.k.split(",")]
@@ -474,14 +486,20 @@ def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.Judge
         data.cli_error(f"pass@{max(ks)} needs --n >= {max(ks)} samples per problem")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                                   n=args.n, batch_size=args.batch_size, seed=args.seed,
-                                  show_examples=args.show_examples, max_prompt_tokens=args.max_prompt_tokens)
-    judge = dataclasses.replace(EVAL_JUDGE, max_tests=args.max_tests, time_limit_s=args.time_limit)
-    return settings, judge, ks
+                                  max_prompt_tokens=args.max_prompt_tokens)
+    reward = evaluation_reward(dataclasses.replace(EVAL_JUDGE, max_tests=args.max_tests, time_limit_s=args.time_limit))
+    return settings, reward, ks
+
+
+def prompt_for(args: argparse.Namespace, info: dict) -> data.PromptSettings:
+    """The adapter's own prompt (data's defaults for the base model), with the prompt flags given overriding it."""
+    return data.PromptSettings.from_meta(info.get("meta", {})).overridden(args)
 
 
 def load_model_for_eval(name: str, quant: bool, checkpoint_path: str | None):
-    """(model, tokenizer, model info). The adapter's u / rank / tie come from its saved files, never from flags;
-    every failure is one line and exit code 2."""
+    """(model, tokenizer, model info). The adapter's u / rank / tie come from its saved files, never from flags,
+    and info["meta"] holds its metadata (the prompt it was trained with among it); every failure is one line and
+    exit code 2."""
     import tinylora
 
     if checkpoint_path is not None and not Path(checkpoint_path).is_dir():
@@ -499,28 +517,32 @@ def load_model_for_eval(name: str, quant: bool, checkpoint_path: str | None):
             data.cli_error(str(e))
         config = model.peft_config["default"]
         parameters = sum(v.numel() for v in tinylora.tiny_lora_v(model).values())
-        info.update(u=config.u, rank=config.r, tie=model.tinylora_tie.mode, parameters=parameters)
+        info.update(u=config.u, rank=config.r, tie=model.tinylora_tie.mode, parameters=parameters,
+                    meta=tinylora.read_meta(checkpoint_path))
     return model, tokenizer, info
 
 
 def run_cli(args: argparse.Namespace, script: str) -> dict:
     """The whole run behind `python test.py` / `python validate.py`: load, evaluate, write, print the table."""
-    settings, judge, ks = _settings(args)
-    source = args.test_data or args.dataset
+    settings, reward, ks = _settings(args)
+    named = args.dataset in data.DATASETS
     try:
-        problems = data.load_problems(source, args.split, args.num_samples, seed=args.seed)
+        problems = data.load_problems(args.dataset, args.split, args.num_samples, seed=args.seed)
     except (FileNotFoundError, ValueError) as e:
         data.cli_error(str(e))
     model, tokenizer, info = load_model_for_eval(args.model, not args.no_quant, args.checkpoint_path)
+    prompt = prompt_for(args, info)
     label = f"adapter {args.checkpoint_path}" if args.checkpoint_path else f"baseline {args.model}"
     adapter = "".join(f", {k}={info[k]}" for k in ("u", "rank", "tie") if k in info)
-    print(f"{script}: {label}{adapter} on {len(problems)} problems of {source} {args.split}", file=sys.stderr)
-    samples, summary = evaluate(model, tokenizer, problems, settings, judge, ks=ks)
-    summary["run"].update(dataset=source, split=None if args.test_data else args.split)
+    print(f"{script}: {label}{adapter} on {len(problems)} problems of {args.dataset}"
+          f"{f' {args.split}' if named else ''}", file=sys.stderr)
+    samples, summary = evaluate(model, tokenizer, problems, settings, reward, prompt=prompt, ks=ks)
+    summary["run"].update(dataset=args.dataset, split=args.split if named else None)
+    info = {k: v for k, v in info.items() if k != "meta"}
     summary = {"label": label, "created": datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:],
                "model": info, **summary}
     name = f"{datetime.now():%Y%m%d-%H%M%S}-{Path(args.checkpoint_path).name if args.checkpoint_path else 'baseline'}"
-    out_dir = write_outputs(args.output_dir or Path("runs") / script / name, samples, summary)
+    out_dir = write_outputs(args.output_dir or Path("output") / script / name, samples, summary)
     print(format_summary(summary))
     print(f"\nwrote {out_dir / 'results.jsonl'} and {out_dir / 'summary.json'}")
     return summary

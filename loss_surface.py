@@ -4,7 +4,7 @@
     python loss_surface.py --dataset code_contests --max_samples 64 --points 21 --radius 0.05 --reward_problems 16
 
 With u=2 and one v shared by every projection (tie "all"), the whole adapter is two numbers, so its loss
-landscape can be drawn: each grid point sets v = (v1, v2) and measures the SFT loss of train_sft.py (mean
+landscape can be drawn: each grid point sets v = (v1, v2) and measures train_sft.py's SFT loss (sft.py: mean
 cross-entropy per answer token on reference solutions); --reward_problems N also generates greedily on N of the
 problems and scores them with the judge. The centre v = 0 is the base model. Rows are appended to surface.csv as
 they are computed and points already there are skipped, so an interrupted scan resumes and a finer grid reuses
@@ -19,9 +19,8 @@ from pathlib import Path
 import data
 import evaluation
 import modeling
-import sweep
-import train_rl
-import train_sft
+import records
+import sft
 
 FIELDS = ["v1", "v2", "loss", "avg_reward", "pass@1", "seconds"]
 
@@ -48,18 +47,18 @@ def set_v(model, v1: float, v2: float) -> None:
 
 def measure(model, tokenizer, examples: list[dict], problems: list[dict], args) -> dict:
     """The loss at the model's current v, and the judge's scores on `problems` when there are any."""
-    row = {"loss": train_sft.sft_loss(model, examples, args.batch_size)}
+    row = {"loss": sft.sft_loss(model, examples, args.batch_size)}
     if problems:
         settings = evaluation.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                                  seed=args.seed)
-        _, summary = evaluation.evaluate(model, tokenizer, problems, settings, progress=False)
+        _, summary = evaluation.evaluate(model, tokenizer, problems, settings, prompt=args.prompt, progress=False)
         row["avg_reward"], row["pass@1"] = summary["metrics"]["avg_reward"], summary["metrics"].get("pass@1", 0.0)
     return row
 
 
 def heatmap(rows: dict[tuple[str, str], dict], axis: list[float], column: str, path: Path) -> Path | None:
     """`column` over the (v1, v2) grid with the base model (v = 0) marked."""
-    plt = sweep.optional_pyplot()
+    plt = records.optional_pyplot()
     if plt is None:
         return None
     values = [[float(rows[key(v1, v2)][column]) for v1 in axis] for v2 in axis]  # (v2, v1): rows are v2
@@ -72,21 +71,19 @@ def heatmap(rows: dict[tuple[str, str], dict], axis: list[float], column: str, p
     ax.set_xlabel("v1")
     ax.set_ylabel("v2")
     ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return records.save_figure(fig, path)
 
 
 def parse_args(argv: list[str] | None):
     parser = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=modeling.DEFAULT_MODEL, help="hub id, local dir or 'tiny' (offline)")
     parser.add_argument("--no_quant", action="store_true", help="bf16 (fp32 on CPU) instead of NF4 4-bit")
-    parser.add_argument("--dataset", default="code_contests", choices=data.DATASETS, help="problems with references")
-    parser.add_argument("--train_data", metavar="PATH", help="a problems .jsonl instead of --dataset")
+    parser.add_argument("--dataset", default="code_contests",
+                        help=f"problems with references: {' | '.join(data.DATASETS)} | a problems .jsonl file")
+    parser.add_argument("--train_data", dest="dataset", help=argparse.SUPPRESS)  # the seed's --dataset PATH
     parser.add_argument("--split", default="train", help="split whose reference solutions give the loss (train)")
     parser.add_argument("--max_samples", type=int, default=32, help="problems for the loss (default %(default)s)")
-    parser.add_argument("--show_examples", action="store_true", help="put the public tests in the prompt")
+    data.add_prompt_flags(parser)
     parser.add_argument("--rank", type=int, default=2, help="SVD rank r (default %(default)s)")
     parser.add_argument("--seed", type=int, default=42, help="projection and sampling seed (default %(default)s)")
     parser.add_argument("--radius", type=float, default=1.0, help="grid spans [-radius, radius]² (default %(default)s)")
@@ -95,7 +92,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--batch_size", type=int, default=8, help="examples per forward pass (default %(default)s)")
     parser.add_argument("--reward_problems", type=int, default=0, help="also judge greedy answers on N problems")
     parser.add_argument("--max_new_tokens", type=int, default=256, help="generation budget for the reward")
-    parser.add_argument("--output_dir", default="runs/loss_surface", help="surface.csv and surface.png go here")
+    parser.add_argument("--output_dir", default="output/loss_surface", help="surface.csv and surface.png go here")
     args = data.parse_with_config(parser, argv)
     if args.points < 3 or args.points % 2 == 0:
         data.cli_error("--points must be an odd number >= 3, so v = 0 (the base model) is on the grid")
@@ -103,48 +100,69 @@ def parse_args(argv: list[str] | None):
         data.cli_error("--radius, --max_samples, --rank, --batch_size and --max_new_tokens must be positive")
     if args.reward_problems < 0:
         data.cli_error("--reward_problems must be >= 0")
+    args.prompt = data.PromptSettings().overridden(args)
     return args
 
 
-def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
+def load_u2_model(args):
+    """The base model with a u=2, tie "all" TinyLoRA (two numbers in all), and its tokenizer."""
     import tinylora
-    from tqdm import tqdm
 
     try:
-        problems = data.load_problems(args.train_data or args.dataset, args.split, args.max_samples, args.seed)
         model, tokenizer = modeling.load_model(args.model, quant=not args.no_quant)
-    except (OSError, ValueError) as err:  # missing data or model, unknown dataset or split
+    except OSError as err:
         data.cli_error(str(err).splitlines()[0])
-    model = tinylora.apply_tiny_lora(model, u=2, rank=args.rank, seed=args.seed, tie="all")
-    examples = train_sft.build_examples(problems, tokenizer, args.max_length, **train_rl.prompt_kwargs(args))
-    reward_problems = problems[:args.reward_problems]
-    out = Path(args.output_dir)
-    settings = {k: getattr(args, k) for k in ("model", "no_quant", "rank", "seed", "max_length", "show_examples",
-                                              "max_new_tokens")}
-    settings.update(examples=train_sft.examples_hash(examples), reward_problems=[p["id"] for p in reward_problems])
-    sweep.check_settings(out / "surface.json", settings, "loss surface")
-    csv_path = out / "surface.csv"
-    rows = {key(float(r["v1"]), float(r["v2"])): r for r in sweep.read_rows(csv_path)}
-    axis = grid_axis(args.radius, args.points)
+    return tinylora.apply_tiny_lora(model, u=2, rank=args.rank, seed=args.seed, tie="all"), tokenizer
+
+
+def scan(model, tokenizer, examples: list[dict], problems: list[dict], axis: list[float], csv_path: Path,
+         args) -> dict[tuple[str, str], dict]:
+    """Every grid point not yet in `csv_path`, each appended as it is measured; all rows by grid key."""
+    from tqdm import tqdm
+
+    rows = {key(float(r["v1"]), float(r["v2"])): r for r in records.read_rows(csv_path)}
     todo = [(v1, v2) for v1 in axis for v2 in axis if key(v1, v2) not in rows]
-    print(f"loss surface: {args.points}x{args.points} grid, {len(rows)} points already in {csv_path}, {len(todo)} to go")
+    print(f"loss surface: {len(axis)}x{len(axis)} grid, {len(rows)} points already in {csv_path}, {len(todo)} to go")
     for v1, v2 in tqdm(todo, desc="surface", unit="point"):
         start = time.monotonic()
         set_v(model, v1, v2)
-        row = {"v1": key(v1, v2)[0], "v2": key(v1, v2)[1], **measure(model, tokenizer, examples, reward_problems, args)}
+        row = {"v1": key(v1, v2)[0], "v2": key(v1, v2)[1], **measure(model, tokenizer, examples, problems, args)}
         row["seconds"] = round(time.monotonic() - start, 2)
-        sweep.append_row(csv_path, row, FIELDS)
+        records.append_row(csv_path, row, FIELDS)
         rows[key(v1, v2)] = row
+    return rows
+
+
+def report(rows: dict[tuple[str, str], dict], axis: list[float], out: Path, with_reward: bool) -> None:
+    """The base model's loss against the grid's lowest, and the heatmaps."""
     centre = rows[key(0.0, 0.0)]
     lowest = min((rows[key(v1, v2)] for v1 in axis for v2 in axis), key=lambda r: float(r["loss"]))
     print(f"base model (v = 0): loss {float(centre['loss']):.4f}; lowest on the grid: {float(lowest['loss']):.4f} "
           f"at v = ({lowest['v1']}, {lowest['v2']})")
     drawn = [heatmap(rows, axis, "loss", out / "surface.png")]
-    if reward_problems:
+    if with_reward:
         drawn.append(heatmap(rows, axis, "avg_reward", out / "surface_reward.png"))
-    print(f"wrote {csv_path}" + "".join(f" and {p}" for p in drawn if p))
-    return csv_path
+    print(f"wrote {out / 'surface.csv'}" + "".join(f" and {p}" for p in drawn if p))
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    try:
+        problems = data.load_problems(args.dataset, args.split, args.max_samples, args.seed)
+    except (OSError, ValueError) as err:  # missing data, unknown dataset or split
+        data.cli_error(str(err).splitlines()[0])
+    model, tokenizer = load_u2_model(args)
+    examples = sft.build_examples(problems, tokenizer, args.max_length, prompt=args.prompt)
+    reward_problems = problems[:args.reward_problems]
+    out = Path(args.output_dir)
+    settings = {k: getattr(args, k) for k in ("model", "no_quant", "rank", "seed", "max_length", "max_new_tokens")}
+    settings.update(prompt=args.prompt.to_dict(), examples=sft.examples_hash(examples),
+                    reward_problems=[p["id"] for p in reward_problems])
+    records.check_settings(out / "surface.json", settings, "loss surface")
+    axis = grid_axis(args.radius, args.points)
+    rows = scan(model, tokenizer, examples, reward_problems, axis, out / "surface.csv", args)
+    report(rows, axis, out, with_reward=bool(reward_problems))
+    return out / "surface.csv"
 
 
 if __name__ == "__main__":

@@ -10,21 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from data import replaced_atomically
 from utils import cache_dir
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-3B-Instruct"
 TINY = "tiny"
 
-# Qwen2.5-Instruct's chat template without its tool-calling branch (rendering of system/user/assistant turns is
-# byte-identical to the official template; tests/test_modeling.py checks it against llama.cpp's goldens).
+# Qwen2.5-Instruct's chat template without its tool-calling branch, written to render system/user/assistant turns
+# as the official template does (no test compares the two: the hub template is not available offline).
 QWEN_CHAT_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}"
     "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
@@ -126,14 +125,10 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     model.generation_config = GenerationConfig(
         eos_token_id=[config.eos_token_id, tokenizer.pad_token_id], pad_token_id=tokenizer.pad_token_id
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tmp-tiny-"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "tiny_build.json").write_text(json.dumps({"fingerprint": _corpus_fingerprint(texts), "seed": seed}))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    with replaced_atomically(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "tiny_build.json").write_text(json.dumps({"fingerprint": _corpus_fingerprint(texts), "seed": seed}))
     return out_dir
 
 
@@ -282,14 +277,10 @@ def build_tiny_coder(out_dir: Path, steps: int = WARM_START_STEPS, seed: int = 0
             optimizer.zero_grad()
     finally:
         torch.set_num_threads(threads)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tmp-coder-"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "tiny_build.json").write_text(json.dumps({"warm_start_steps": steps, "final_loss": loss.item(), "seed": seed}))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    with replaced_atomically(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "tiny_build.json").write_text(json.dumps({"warm_start_steps": steps, "final_loss": loss.item(), "seed": seed}))
     return out_dir
 
 

@@ -1,11 +1,12 @@
 """Sweep TinyLoRA's budget and learning rate: a grid of train_rl.py runs, each validated, resumable.
 
-    python sweep.py configs/sweep_example.yaml                       # the grid, its flags and output_dir in YAML
-    python sweep.py configs/sweep_example.yaml --output_dir runs/u_sweep --retries 0
+    python sweep.py --config configs/sweep_example.yaml              # the grid, its flags and output_dir in YAML
+    python sweep.py configs/sweep_example.yaml --output_dir output/sweep/u --retries 0   # the YAML positionally
 
-Every combination of the grid's u, rank, tie, learning_rate and seed is one cell: `train_rl.main` in a child
-process (a crash or an out-of-memory kill ends that cell, not the sweep), then `validate.main` on the cell's final
-adapter. A finished cell writes result.json and a row of results.csv; a rerun skips cells with an "ok" row, so an
+Every combination of the grid's u, rank, tie, learning_rate and seed is one cell: `python train_rl.py` in a child
+process (a crash or an out-of-memory kill ends that cell, not the sweep), then `python validate.py` on the cell's
+final adapter, which asks it with the prompt it was trained on. Results go to output/sweep/<config name> unless
+the YAML or --output_dir says otherwise. A finished cell writes result.json and a row of results.csv; a rerun skips cells with an "ok" row, so an
 interrupted sweep continues where it stopped. A crashed cell is retried (from its newest complete checkpoint
 when it has one); a cell that still fails gets a "failed" row with the last line of its log, and is tried again
 by the next run. results.md ranks the cells; pass_vs_params.png (with matplotlib) plots pass@1 and average
@@ -14,13 +15,10 @@ reward against the number of trained parameters.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import functools
 import itertools
 import json
-import multiprocessing
-import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +27,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 import data
+import records
+import training
+
+ROOT = Path(__file__).resolve().parent
 
 GRID_KEYS = ("u", "rank", "tie", "learning_rate", "seed")
 GRID_TYPES = {"u": int, "rank": int, "tie": str, "learning_rate": float, "seed": int}
@@ -78,7 +80,7 @@ class Sweep:
         return [Cell(**dict(zip(keys, values))) for values in itertools.product(*(self.grid[k] for k in keys))]
 
 
-# -------------------------------------------------------------------------------------------- shared helpers
+# ------------------------------------------------------------------------------------------------- flags
 def as_flags(options: dict | list | None) -> list[str]:
     """YAML flags to argv: {max_steps: 2, no_quant: true} -> ["--max_steps", "2", "--no_quant"] (false: left out).
 
@@ -92,54 +94,6 @@ def as_flags(options: dict | list | None) -> list[str]:
         elif value is not False and value is not None:
             flags += [f"--{key}", str(value)]
     return flags
-
-
-def read_rows(path: Path) -> list[dict]:
-    """Rows of a results CSV; a half-written last line (a kill during the append) is ignored."""
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [row for row in csv.DictReader(f) if None not in row.values() and None not in row]
-
-
-def append_row(path: Path, row: dict, fields: list[str]) -> None:
-    """Append one row (writing the header first in a new file), flushed to disk: the row is the resume record."""
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            writer.writeheader()
-        writer.writerow({k: row.get(k, "") for k in fields})
-        f.flush()
-        os.fsync(f.fileno())
-
-
-@functools.cache
-def optional_pyplot():
-    """matplotlib.pyplot (headless), or None with a note (once): plots are optional, the CSV and tables are not."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed, so no plot was drawn (pip install matplotlib)", file=sys.stderr)
-        return None
-    return plt
-
-
-def check_settings(path: Path, settings: dict, what: str) -> None:
-    """Record `settings` in `path`, or exit 2 when an earlier run in the same directory used other ones:
-    resuming must never mix results made under different settings."""
-    if path.exists():
-        old = json.loads(path.read_text())
-        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if changed:
-            data.cli_error(f"{path.parent} holds a {what} made with other {', '.join(changed)}; "
-                           f"pass another --output_dir or restore the settings")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=1))
 
 
 # ---------------------------------------------------------------------------------------------- the config
@@ -177,41 +131,40 @@ def load_sweep(path: str, output_dir: str | None = None) -> Sweep:
     owned = [a for a in train_args if a.startswith("--") and a.split("=")[0][2:] in (*GRID_KEYS, "output_dir", "resume")]
     if owned:
         data.cli_error(f"train_args may not set {', '.join(owned)}: the sweep sets them per cell")
-    validate_args = raw.get("validate_args") or {}
-    if isinstance(validate_args, dict) and "num_samples" in validate_args:  # validate.py's positional argument
-        validate_args = {k: v for k, v in validate_args.items() if k != "num_samples"}
-        validate_args = [str(raw["validate_args"]["num_samples"]), *as_flags(validate_args)]
-    out = output_dir or raw.get("output_dir") or f"runs/sweep/{Path(path).stem}"
-    return Sweep(values, train_args, as_flags(validate_args), Path(out))
+    out = output_dir or raw.get("output_dir") or f"output/sweep/{Path(path).stem}"
+    return Sweep(values, train_args, as_flags(raw.get("validate_args")), Path(out))
 
 
 # ------------------------------------------------------------------------------------------------- one cell
-def run_cell(cell: Cell, cell_dir: Path, train_args: list[str], validate_args: list[str], resume: bool) -> None:
-    """Train and validate one cell, writing result.json last (its presence means the cell finished).
-
-    Runs in a child process with stdout and stderr in cell_dir/log.txt, so each cell's TRL output is kept and the
-    sweep's own progress stays readable.
-    """
-    log = os.open(cell_dir / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
+def run_cell(cell: Cell, cell_dir: Path, sweep: Sweep, resume: bool) -> int:
+    """Train and validate one cell by running train_rl.py and validate.py as a user would, each in its own process
+    (a crash or an out-of-memory kill ends that cell, not the sweep) with its output in cell_dir/log.txt; writes
+    result.json last (its presence means the cell finished). Returns the failing script's exit code, or 0."""
     import modeling
     import tinylora
-    import train_rl
-    import validate
 
     final = cell_dir / "train" / "final"
-    start = time.monotonic()
-    if not (final / tinylora.META_FILE).exists():  # a cell that crashed in validation keeps its trained adapter
-        argv = [*train_args, *cell.train_flags(), "--output_dir", str(cell_dir / "train"), *(["--resume"] if resume else [])]
-        final = train_rl.main(argv)
-    train_s = time.monotonic() - start
-    meta = tinylora.read_meta(final)
-    config = meta["config"]  # what the cell really trained: its flags, the config file and train_rl's defaults
-    model_flags = ["--model", config["model"], "--dataset", config["dataset"], *(["--no_quant"] if config["no_quant"] else [])]
-    start = time.monotonic()
-    summary = validate.main([*model_flags, *validate_args, "--checkpoint_path", str(final),
-                             "--output_dir", str(cell_dir / "validate")])
+    with open(cell_dir / "log.txt", "ab") as log:
+        def script(name: str, argv: list[str]) -> int:
+            return subprocess.run([sys.executable, str(ROOT / name), *argv], stdout=log, stderr=subprocess.STDOUT).returncode
+
+        start = time.monotonic()
+        if not (final / tinylora.META_FILE).exists():  # a cell that crashed in validation keeps its trained adapter
+            flags = [*sweep.train_args, *cell.train_flags(), "--output_dir", str(cell_dir / "train")]
+            code = script("train_rl.py", [*flags, *(["--resume"] if resume else [])])
+            if code:
+                return code
+        train_s = time.monotonic() - start
+        meta = tinylora.read_meta(final)
+        config = meta["config"]  # what the cell really trained: its flags, the config file and train_rl's defaults
+        model_flags = ["--model", config["model"], "--dataset", config["dataset"], *(["--no_quant"] if config["no_quant"] else [])]
+        start = time.monotonic()
+        # the adapter's own prompt comes from its metadata: validate.py asks it the way it was trained
+        code = script("validate.py", [*model_flags, *sweep.validate_args, "--checkpoint_path", str(final),
+                                      "--output_dir", str(cell_dir / "validate")])
+        if code:
+            return code
+    summary = json.loads((cell_dir / "validate" / "summary.json").read_text())
     effective = {"u": config["u"], "rank": config["rank"], "tie": config["tie"],
                  "learning_rate": config["grpo"]["learning_rate"], "seed": config["grpo"]["seed"]}
     result = {**effective, "cell": cell.name, "trainable": meta["trainable"],
@@ -219,18 +172,9 @@ def run_cell(cell: Cell, cell_dir: Path, train_args: list[str], validate_args: l
               "validate_s": round(time.monotonic() - start, 1), "adapter": str(final),
               # the resolved directory, so that cells trained on a rebuilt local model (e.g. tiny-coder) stand out
               "base_model": modeling.resolve_model_path(config["model"])}
-    tmp = cell_dir / f".{RESULT}.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, cell_dir / RESULT)
-
-
-def spawn_cell(cell: Cell, cell_dir: Path, sweep: Sweep, resume: bool) -> int:
-    """run_cell in a fresh process ("spawn": no state shared with the parent); returns its exit code."""
-    process = multiprocessing.get_context("spawn").Process(
-        target=run_cell, args=(cell, cell_dir, sweep.train_args, sweep.validate_args, resume))
-    process.start()
-    process.join()
-    return process.exitcode
+    with data.replaced_atomically(cell_dir / RESULT) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+    return 0
 
 
 def last_log_line(cell_dir: Path) -> str:
@@ -244,15 +188,13 @@ def last_log_line(cell_dir: Path) -> str:
 
 def finish_cell(cell: Cell, sweep: Sweep, retries: int, runner: Callable[..., int]) -> dict:
     """Run a cell until it writes result.json, at most 1 + `retries` times; the row for results.csv."""
-    import train_rl
-
     cell_dir = sweep.output_dir / cell.name
     cell_dir.mkdir(parents=True, exist_ok=True)
     row = {**dataclasses.asdict(cell), "cell": cell.name, "status": "failed", "attempts": 0}
     for attempt in range(1, retries + 2):
         if (cell_dir / RESULT).exists():  # finished by an earlier run that stopped before writing its row
             break
-        resume = train_rl.latest_valid_checkpoint(cell_dir / "train") is not None
+        resume = training.latest_valid_checkpoint(cell_dir / "train") is not None
         code = runner(cell, cell_dir, sweep, resume)
         row["attempts"] = attempt
         if code != 0 or not (cell_dir / RESULT).exists():
@@ -292,7 +234,7 @@ def markdown_table(rows: list[dict], failed: list[str]) -> str:
 
 def plot(rows: list[dict], path: Path) -> Path | None:
     """pass@1 and average reward against trainable parameters (log scale), one series per tie mode and rank."""
-    plt = optional_pyplot()
+    plt = records.optional_pyplot()
     if plt is None or not rows:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -309,15 +251,12 @@ def plot(rows: list[dict], path: Path) -> Path | None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return records.save_figure(fig, path)
 
 
 def write_report(sweep: Sweep) -> list[dict]:
     """results.md and the plot from every row so far (finished cells of earlier runs included)."""
-    rows = read_rows(sweep.output_dir / "results.csv")
+    rows = records.read_rows(sweep.output_dir / "results.csv")
     ranked = best_rows(rows)
     done = {row["cell"] for row in ranked}
     failed = sorted({row["cell"] for row in rows if row["status"] != "ok"} - done)
@@ -329,18 +268,18 @@ def write_report(sweep: Sweep) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------------ main
-def run_sweep(sweep: Sweep, retries: int = 1, runner: Callable[..., int] = spawn_cell) -> list[dict]:
+def run_sweep(sweep: Sweep, retries: int = 1, runner: Callable[..., int] = run_cell) -> list[dict]:
     """Every unfinished cell, in grid order; returns the ranked "ok" rows of the whole sweep."""
-    check_settings(sweep.output_dir / "sweep.json", {"train_args": sweep.train_args, "validate_args": sweep.validate_args},
+    records.check_settings(sweep.output_dir / "sweep.json", {"train_args": sweep.train_args, "validate_args": sweep.validate_args},
                    "sweep")
     csv_path = sweep.output_dir / "results.csv"
-    done = {row["cell"] for row in read_rows(csv_path) if row["status"] == "ok"}
+    done = {row["cell"] for row in records.read_rows(csv_path) if row["status"] == "ok"}
     cells = sweep.cells()
     todo = [cell for cell in cells if cell.name not in done]
     print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run -> {sweep.output_dir}")
     for cell in tqdm(todo, desc="sweep", unit="cell"):
         row = finish_cell(cell, sweep, retries, runner)
-        append_row(csv_path, row, FIELDS)
+        records.append_row(csv_path, row, FIELDS)
         scores = f", pass@1 {row['pass@1']}, avg reward {row['avg_reward']}" if row["status"] == "ok" else ""
         tqdm.write(f"{cell.name}: {row['status']}{scores}")
     return write_report(sweep)
@@ -349,15 +288,17 @@ def run_sweep(sweep: Sweep, retries: int = 1, runner: Callable[..., int] = spawn
 def main(argv: list[str] | None = None) -> list[dict]:
     """Exit 0 when every cell of the grid has finished, 1 when some still fail, 2 on bad arguments."""
     parser = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="sweep YAML: grid, train_args, validate_args, output_dir")
+    parser.add_argument("yaml", nargs="?", metavar="CONFIG", help="the sweep YAML, positionally (as --config)")
+    parser.add_argument("--config", help="sweep YAML: grid, train_args, validate_args, output_dir")
     parser.add_argument("--output_dir", help="overrides the YAML's output_dir")
     parser.add_argument("--retries", type=int, default=1, help="extra attempts for a crashed cell (default 1)")
     args = parser.parse_args(argv)
-    if args.retries < 0:
-        data.cli_error("--retries must be >= 0")
-    if not Path(args.config).is_file():
-        data.cli_error(f"sweep config {args.config} not found")
-    sweep = load_sweep(args.config, args.output_dir)
+    config = args.config or args.yaml
+    if args.retries < 0 or not config or (args.config and args.yaml):
+        data.cli_error("give the sweep YAML once (--config FILE or FILE) and --retries >= 0")
+    if not Path(config).is_file():
+        data.cli_error(f"sweep config {config} not found")
+    sweep = load_sweep(config, args.output_dir)
     ranked = run_sweep(sweep, args.retries)
     if {cell.name for cell in sweep.cells()} - {row["cell"] for row in ranked}:
         sys.exit(1)

@@ -1,11 +1,13 @@
 """Test a base model or a TinyLoRA adapter on held-out problems, or compare two runs.
 
     python test.py --baseline --num_samples 50                    # the base model, greedy
-    python test.py --checkpoint_path OUT/best --num_samples 50    # base model + adapter (u/rank/tie from its files)
+    python test.py --checkpoint_path OUT/best --num_samples 50    # base model + adapter (u/rank/tie/prompt from its files)
     python test.py --compare RUN_A/summary.json RUN_B/summary.json
 
 Both runs of a comparison must use the same problems, prompts, seed and settings (compare refuses others).
-Writes results.jsonl and summary.json to --output_dir and prints a markdown table; see docs/evaluation.md.
+Writes results.jsonl and summary.json to --output_dir (default output/test/<time>-<label>) and prints a markdown
+table; see docs/evaluation.md. An adapter is asked with the prompt it was trained on unless --system_prompt,
+--instruction or --show_examples say otherwise.
 """
 from __future__ import annotations
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +31,8 @@ from peft.tuners.tinylora import layer as peft_layer
 from peft.tuners.tinylora import model as peft_model
 from peft.utils import PeftType
 from torch import nn
+
+from data import replaced_atomically
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TIE_MODES = ("all", "layer", "structured", "module", "groups:G")
@@ -319,9 +319,7 @@ def save_tiny_lora(model: PeftModel, out_dir: str | os.PathLike, extra_meta: dic
     of each file): a crash never leaves a half-written adapter under `out_dir`.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
-    try:
+    with replaced_atomically(out_dir) as tmp:
         model.save_pretrained(tmp)
         plan: TiePlan | None = getattr(model, "tinylora_tie", None)
         meta = {
@@ -332,11 +330,6 @@ def save_tiny_lora(model: PeftModel, out_dir: str | os.PathLike, extra_meta: dic
             **(extra_meta or {}),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -3,7 +3,7 @@
 This module is the only code that executes generated programs (see docs/judge.md for the threat model).
 Pipeline: completion -> extract_code -> compile (cached, precompiled <bits/stdc++.h>) -> one sandboxed
 process per test -> Verdict per test -> JudgeResult -> reward_from_result. judge_batch runs many
-programs on a thread pool; code_reward_func wraps it in TRL's reward-function signature.
+programs on a thread pool; CodeReward wraps it in TRL's reward-function signature.
 """
 from __future__ import annotations
 
@@ -615,36 +615,11 @@ def reward_from_result(result: JudgeResult, scheme: str = "seed", multiplier: fl
     elif scheme == "seed":
         base = 0.5 + 0.5 * result.passed / result.total if result.compiled and result.total else 0.5 * result.compiled
     else:
-        raise ValueError(f"unknown reward scheme {scheme!r}: use seed or binary")
+        raise ValueError(f"unknown reward scheme {scheme!r}: use {' or '.join(REWARD_SCHEMES)}")
     return base * multiplier
 
 
-@dataclasses.dataclass
-class _RewardSettings:
-    config: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
-    scheme: str = "seed"
-    no_code_penalty: float = 0.0
-    multipliers: bool = True
-
-
-_reward = _RewardSettings()
-_last_stats: dict = {}
-
-
-def set_reward_config(config: JudgeConfig = JudgeConfig(), scheme: str = "seed", no_code_penalty: float = 0.0,
-                      multipliers: bool = True) -> None:
-    """Set the judge limits and reward scheme code_reward_func uses (TRL calls it with data only)."""
-    global _reward
-    if scheme not in ("seed", "binary"):
-        raise ValueError(f"unknown reward scheme {scheme!r}: use seed or binary")
-    if scheme == "binary":  # the first failure decides the reward: skip the remaining tests
-        config = dataclasses.replace(config, binary=True)
-    _reward = _RewardSettings(config, scheme, no_code_penalty, multipliers)
-
-
-def last_reward_stats() -> dict:
-    """Statistics of the last code_reward_func batch: verdict histogram and rates, for the trainer's log."""
-    return dict(_last_stats)
+REWARD_SCHEMES = ("seed", "binary")
 
 
 def _completion_text(completion) -> str:
@@ -653,37 +628,61 @@ def _completion_text(completion) -> str:
     return "".join(m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant")
 
 
-def _as_test_list(tests) -> list[dict]:
-    if isinstance(tests, dict):  # a whole problem record's {"public", "private", "generated"} also works
-        return [*tests.get("public", []), *tests.get("private", []), *tests.get("generated", [])]
-    return list(tests or [])
+@dataclasses.dataclass
+class CodeReward:
+    """The reward: judge each completion's program on its problem's tests and score the verdicts.
 
-
-def code_reward_func(prompts, completions, tests, **kwargs) -> list[float]:
-    """TRL reward function: one float per completion, from judging its extracted program on `tests`.
-
-    Optional dataset columns `source` and `difficulty` select the seed's multipliers. Logs a verdict
-    histogram through TRL's `log_metric` when given and keeps it for last_reward_stats().
+    One object holds everything that decides a reward (the judge's limits, the scheme, the no-code penalty, the
+    seed's difficulty multipliers), so training, validation and evaluation that share it cannot disagree. It is
+    a TRL reward function (TRL names it by `__name__`) and keeps its last batch's statistics in `last_stats`.
     """
-    global _last_stats
-    settings, n = _reward, len(completions)
-    start = time.monotonic()
-    codes = [extract_code(_completion_text(c)) for c in completions]
-    results = judge_batch([(code, _as_test_list(t)) for code, t in zip(codes, tests)], settings.config)
-    sources, difficulties = kwargs.get("source") or [""] * n, kwargs.get("difficulty") or [""] * n
-    rewards = [reward_from_result(r, settings.scheme, difficulty_multiplier(s, d) if settings.multipliers else 1.0,
-                                  settings.no_code_penalty) for r, s, d in zip(results, sources, difficulties)]
-    hist = Counter(r.verdict.value for r in results)
-    _last_stats = {"verdicts": {v.value: hist.get(v.value, 0) for v in Verdict},
-                   "compile_rate": sum(r.compiled for r in results) / max(n, 1),
-                   "full_pass_rate": sum(r.verdict is Verdict.OK for r in results) / max(n, 1),
-                   "no_code_rate": hist.get("NO_CODE", 0) / max(n, 1),
-                   "mean_reward": sum(rewards) / max(n, 1), "judge_s": time.monotonic() - start}
-    logger.info("judge: %s", " ".join(f"{k}={v}" for k, v in hist.most_common()))
-    log_metric = kwargs.get("log_metric")
-    if callable(log_metric):
-        for verdict, count in _last_stats["verdicts"].items():
-            log_metric(f"judge/{verdict}", count / max(n, 1))
-        for name in ("compile_rate", "full_pass_rate", "no_code_rate", "judge_s"):
-            log_metric(f"judge/{name}", _last_stats[name])
-    return rewards
+
+    judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
+    scheme: str = "seed"
+    no_code_penalty: float = 0.0
+    multipliers: bool = True
+    last_stats: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+    __name__ = "code_reward"  # instances only; TRL logs rewards/code_reward/...
+
+    def __post_init__(self) -> None:
+        if self.scheme not in REWARD_SCHEMES:
+            raise ValueError(f"unknown reward scheme {self.scheme!r}: use {' or '.join(REWARD_SCHEMES)}")
+        if self.scheme == "binary":  # the first failure decides the reward: skip the remaining tests
+            self.judge = dataclasses.replace(self.judge, binary=True)
+
+    def score(self, result: JudgeResult, source: str = "", difficulty: str = "") -> float:
+        """One judged program's reward under this object's scheme, multiplier and penalty."""
+        multiplier = difficulty_multiplier(source, difficulty) if self.multipliers else 1.0
+        return reward_from_result(result, self.scheme, multiplier, self.no_code_penalty)
+
+    def __call__(self, prompts, completions, tests=None, **kwargs) -> list[float]:
+        """TRL's reward signature: one float per completion. Optional dataset columns `source` and `difficulty`
+        select the seed's multipliers. Logs a verdict histogram through TRL's `log_metric` when given.
+
+        Refuses to run without the `tests` column (the seed's bug: TRL dropped it and every reward was 0)."""
+        import data
+
+        n = len(completions)
+        if tests is None or len(tests) != n or not all(tests):
+            raise RuntimeError("the reward function did not receive the `tests` column; keep remove_unused_columns=False")
+        start = time.monotonic()
+        codes = [extract_code(_completion_text(c)) for c in completions]
+        # a whole problem record's {"public", "private", "generated"} also works
+        test_lists = [data.all_tests({"tests": t}) if isinstance(t, dict) else list(t) for t in tests]
+        results = judge_batch(list(zip(codes, test_lists)), self.judge)
+        sources, difficulties = kwargs.get("source") or [""] * n, kwargs.get("difficulty") or [""] * n
+        rewards = [self.score(r, s, d) for r, s, d in zip(results, sources, difficulties)]
+        hist = Counter(r.verdict.value for r in results)
+        self.last_stats = {"verdicts": {v.value: hist.get(v.value, 0) for v in Verdict},
+                           "compile_rate": sum(r.compiled for r in results) / max(n, 1),
+                           "full_pass_rate": sum(r.verdict is Verdict.OK for r in results) / max(n, 1),
+                           "no_code_rate": hist.get("NO_CODE", 0) / max(n, 1),
+                           "mean_reward": sum(rewards) / max(n, 1), "judge_s": time.monotonic() - start}
+        logger.info("judge: %s", " ".join(f"{k}={v}" for k, v in hist.most_common()))
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            for verdict, count in self.last_stats["verdicts"].items():
+                log_metric(f"judge/{verdict}", count / max(n, 1))
+            for name in ("compile_rate", "full_pass_rate", "no_code_rate", "judge_s"):
+                log_metric(f"judge/{name}", self.last_stats[name])
+        return rewards

@@ -126,26 +126,32 @@ def check_adapter(ctx: Context) -> str:
 
 
 def check_grpo(ctx: Context) -> str:
-    """One real train_rl.py step: generation, the judge as reward, the update and an atomic, verified checkpoint."""
+    """One real `python train_rl.py` step: generation, the judge as reward, the update and an atomic, verified
+    checkpoint. It runs as a user runs it, in its own process; what the reward saw is read from the trainer's log."""
+    import json
+    import subprocess
+
     import tinylora
-    import train_rl
+    import training
 
     args, out = ctx.args, ctx.work / "grpo"
     config = ROOT / "configs" / ("default.yaml" if args.gpu else "tiny_cpu.yaml")
-    source = ["--train_data", args.dataset] if args.dataset.endswith(".jsonl") else ["--dataset", args.dataset]
-    final = train_rl.main([
-        str(args.u), "4", "--config", str(config), "--model", args.model, *source, "--max_steps", "1",
-        "--max_completion_length", str(args.max_new_tokens), "--gradient_accumulation_steps", "1",
-        "--output_dir", str(out), "--save_steps", "1", *(["--no_quant"] if args.no_quant else []),
-    ])
-    stats = utils.last_reward_stats()
-    judged = sum(stats.get("verdicts", {}).values())
-    check(judged > 0, "the reward function was never called")
-    problem = train_rl.checkpoint_problem(out / "checkpoint-1")
+    code = subprocess.run([
+        sys.executable, str(ROOT / "train_rl.py"), str(args.u), "4", "--config", str(config), "--model", args.model,
+        "--dataset", args.dataset, "--max_steps", "1", "--max_completion_length", str(args.max_new_tokens),
+        "--gradient_accumulation_steps", "1", "--output_dir", str(out), "--save_steps", "1",
+        *(["--no_quant"] if args.no_quant else []),
+    ]).returncode
+    check(code == 0, f"train_rl.py exited with code {code}")
+    problem = training.checkpoint_problem(out / "checkpoint-1")
     check(problem is None, f"checkpoint-1: {problem}")
-    tinylora.verify_adapter_files(final)
-    verdicts = ", ".join(f"{n} {v}" for v, n in stats["verdicts"].items() if n)
-    return f"1 step, {judged} completions judged ({verdicts}), mean reward {stats['mean_reward']:.2f}; checkpoint verified"
+    tinylora.verify_adapter_files(out / "final")
+    log = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())["log_history"]
+    step = next((entry for entry in log if "judge/compile_rate" in entry), None)
+    check(step is not None, "the reward function was never called")
+    rates = ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in step.items()
+                      if k.split("/")[-1] in {v.value for v in utils.Verdict} and v)
+    return f"1 step, verdict rates {rates}, mean reward {step['reward']:.2f}; checkpoint verified"
 
 
 def check_save_load(ctx: Context) -> str:
@@ -173,8 +179,8 @@ def check_evaluation(ctx: Context) -> str:
     args = ctx.args
     problems = data.load_problems(args.dataset, "test", args.problems)
     settings = evaluation.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=len(problems))
-    judge = dataclasses.replace(evaluation.EVAL_JUDGE, cxx=args.cxx)
-    _, summary = evaluation.evaluate(ctx.loaded, ctx.tokenizer, problems, settings, judge, progress=False)
+    reward = evaluation.evaluation_reward(dataclasses.replace(evaluation.EVAL_JUDGE, cxx=args.cxx))
+    _, summary = evaluation.evaluate(ctx.loaded, ctx.tokenizer, problems, settings, reward, progress=False)
     metrics = summary["metrics"]
     check(metrics["problems"] == len(problems), f"{len(summary['skipped'])} of {len(problems)} problems skipped")
     outcomes = ", ".join(f"{k} {n}" for k, n in metrics["counts"].items() if n)
@@ -263,6 +269,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_stages(ctx: Context) -> tuple[dict[str, str], list[str]]:
+    """Every stage in order, one ✓/✗ line each (a stage whose prerequisite failed is skipped):
+    ({stage: ok | failed | skipped}, the failures with their hints)."""
+    status: dict[str, str] = {}
+    failures: list[str] = []
+    for stage in STAGES:
+        missing = [name for name in stage.needs if status[name] != "ok"]
+        if missing:
+            status[stage.name] = "skipped"
+            print(f"- {stage.name:<10} {'skipped':>7}  (needs {', '.join(missing)})", flush=True)
+            continue
+        if sys.stdout.isatty():
+            print(f"… {stage.name}", end="\r", flush=True)
+        began = time.monotonic()
+        ok, detail = run_stage(stage, ctx)
+        status[stage.name] = "ok" if ok else "failed"
+        print(f"{'✓' if ok else '✗'} {stage.name:<10} {time.monotonic() - began:6.1f}s  {detail}", flush=True)
+        if not ok:
+            for line in log_tail(ctx.work / f"{stage.name}.log"):
+                print(f"    | {line}")
+            print(f"    hint: {stage.hint}", flush=True)
+            failures.append(f"{stage.name}: {detail}\n    hint: {stage.hint}")
+    return status, failures
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch  # after parsing: a typo should not wait for torch to import
@@ -273,28 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     args.max_new_tokens = args.max_new_tokens or (512 if args.gpu else 32)
     print(f"verify_pipeline: model={args.model} dataset={args.dataset} {'full precision' if args.no_quant else 'NF4'} "
           f"on {'GPU' if args.gpu else 'CPU'}, cxx={args.cxx}", flush=True)
-    status: dict[str, str] = {}
-    failures: list[str] = []
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="verify_pipeline-") as work:
-        ctx = Context(args, Path(work))
-        for stage in STAGES:
-            missing = [name for name in stage.needs if status[name] != "ok"]
-            if missing:
-                status[stage.name] = "skipped"
-                print(f"- {stage.name:<10} {'skipped':>7}  (needs {', '.join(missing)})", flush=True)
-                continue
-            if sys.stdout.isatty():
-                print(f"… {stage.name}", end="\r", flush=True)
-            began = time.monotonic()
-            ok, detail = run_stage(stage, ctx)
-            status[stage.name] = "ok" if ok else "failed"
-            print(f"{'✓' if ok else '✗'} {stage.name:<10} {time.monotonic() - began:6.1f}s  {detail}", flush=True)
-            if not ok:
-                for line in log_tail(ctx.work / f"{stage.name}.log"):
-                    print(f"    | {line}")
-                print(f"    hint: {stage.hint}", flush=True)
-                failures.append(f"{stage.name}: {detail}\n    hint: {stage.hint}")
+        status, failures = run_stages(Context(args, Path(work)))
     passed = sum(s == "ok" for s in status.values())
     print(f"{passed}/{len(STAGES)} stages passed in {time.monotonic() - start:.1f}s")
     if failures:

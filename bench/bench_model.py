@@ -273,7 +273,7 @@ def bench_grpo_step(model, tokenizer, preset: Preset, device: str) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig
 
-    import train_rl
+    import training
 
     class StepTimer(TrainerCallback):
         """Times the step alone (trainer setup and teardown excluded): generation happens inside the step."""
@@ -299,9 +299,9 @@ def bench_grpo_step(model, tokenizer, preset: Preset, device: str) -> dict:
             learning_rate=1e-3, beta=0.0, temperature=1.0, report_to="none", save_strategy="no", logging_steps=1,
             seed=42, dataloader_num_workers=0, disable_tqdm=True, use_cpu=device == "cpu", bf16=device != "cpu",
         )
-        train_rl.configure_device(args)  # bf16 + gradient checkpointing on GPU, fp32 on CPU, as in training
+        training.configure_device(args)  # bf16 + gradient checkpointing on GPU, fp32 on CPU, as in training
         timer = StepTimer()
-        trainer = train_rl.make_trainer_class()(
+        trainer = training.make_trainer_class()(
             model=model, reward_funcs=[alternating_reward], args=args,
             train_dataset=Dataset.from_list([{"prompt": prompt}] * G),
             processing_class=tokenizer, callbacks=[timer], run_info={},

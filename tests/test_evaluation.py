@@ -225,7 +225,7 @@ def test_baseline_and_adapter_runs_add_up_and_compare(tmp_path, capsys, adapter_
 def test_validate_shares_the_path_and_picks_a_split(tmp_path):
     summary = validate_cli.main(["2", *FAST, "--output_dir", str(tmp_path)])
     assert summary["run"]["split"] == "test" and summary["metrics"]["problems"] == 2
-    assert validate_cli.validation_split("code_contests") == "valid"
+    assert data.validation_split("code_contests") == "valid"
 
 
 def test_wrong_checkpoint_path_is_refused(capsys):

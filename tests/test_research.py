@@ -15,6 +15,7 @@ import loss_surface
 import modeling
 import sweep
 import tinylora
+import sft
 import train_sft
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +136,7 @@ def tiny():
 def test_sft_examples_mask_the_prompt_and_answer_in_one_cpp_block(tiny):
     _, tokenizer = tiny
     problem = data.load_problems("sample", "train", 1)[0]
-    (example,) = train_sft.build_examples([problem], tokenizer, max_length=None)
+    (example,) = sft.build_examples([problem], tokenizer, max_length=None)
     answer = [t for t, label in zip(example["input_ids"], example["labels"]) if label != -100]
     prompt = [t for t, label in zip(example["input_ids"], example["labels"]) if label == -100]
     assert example["input_ids"] == prompt + answer
@@ -157,8 +158,8 @@ def test_sft_trains_only_v_and_lowers_its_training_loss(tmp_path, tiny):
     changed = {k for k in fresh_state if not torch.equal(trained_state[k], fresh_state[k])}
     # the shared v (listed once per module that uses it) moved; base weights, A, B and P are as they started
     assert "base_model.tinylora_v.default.0" in changed and all(k.endswith("tinylora_v.default.0") for k in changed)
-    examples = train_sft.build_examples(data.load_problems("sample", "train", 2), tokenizer, max_length=1024)
-    before, after = train_sft.sft_loss(tiny[0], examples), train_sft.sft_loss(trained, examples)
+    examples = sft.build_examples(data.load_problems("sample", "train", 2), tokenizer, max_length=1024)
+    before, after = sft.sft_loss(tiny[0], examples), sft.sft_loss(trained, examples)
     assert after < before - 0.01
     assert meta["sft_loss"]["before"] == pytest.approx(before) and meta["sft_loss"]["after"] == pytest.approx(after)
 
@@ -178,9 +179,9 @@ def test_loss_surface_grid_centre_and_resume(tmp_path, tiny, capsys):
     rows = csv_rows(csv_path)
     assert sorted((float(r["v1"]), float(r["v2"])) for r in rows) == [(a, b) for a in (-2, 0, 2) for b in (-2, 0, 2)]
     model, tokenizer = tiny
-    examples = train_sft.build_examples(data.load_problems("sample", "train", 2), tokenizer, max_length=1024)
+    examples = sft.build_examples(data.load_problems("sample", "train", 2), tokenizer, max_length=1024)
     (centre,) = [r for r in rows if float(r["v1"]) == 0 and float(r["v2"]) == 0]
-    assert float(centre["loss"]) == pytest.approx(train_sft.sft_loss(model, examples), abs=1e-6)
+    assert float(centre["loss"]) == pytest.approx(sft.sft_loss(model, examples), abs=1e-6)
     assert len({r["loss"] for r in rows}) == 9  # v moves the model: every point differs
     loss_surface.main([*SURFACE_ARGS, "--output_dir", str(out)])
     assert csv_rows(csv_path) == rows  # resumed: nothing recomputed

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 import modeling
 import tinylora
 import train_rl
+import training
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM = ",".join(modeling.WARM_START_IDS)
@@ -52,7 +53,7 @@ def test_two_grpo_steps_train_v_and_nothing_else(coder, tmp_path, quant):
     assert all(torch.equal(t, untouched[k]) for k, t in frozen_factors(final).items())
     log = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
     assert any(float(entry.get("reward_std", 0)) > 0 for entry in log), "all rewards equal: nothing to learn from"
-    assert train_rl.checkpoint_problem(tmp_path / "checkpoint-2") is None
+    assert training.checkpoint_problem(tmp_path / "checkpoint-2") is None
     assert tinylora.read_meta(final)["trainable"] == 32
 
 
@@ -72,11 +73,11 @@ def test_resume_skips_corrupted_and_incomplete_checkpoints(tmp_path):
     for step in (1, 2, 3):
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"x" * 100)
-        train_rl.write_manifest(tmp_path / f"checkpoint-{step}", {"global_step": step})
+        training.write_manifest(tmp_path / f"checkpoint-{step}", {"global_step": step})
     (tmp_path / "checkpoint-3" / "adapter_model.safetensors").write_bytes(b"x" * 50)  # truncated
     (tmp_path / "checkpoint-4").mkdir()  # crashed before its manifest
     with pytest.warns(UserWarning, match="checkpoint-3: adapter_model.safetensors is missing or corrupted"):
-        assert train_rl.latest_valid_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+        assert training.latest_valid_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
 
 
 def test_validation_keeps_best(coder, tmp_path):
@@ -86,17 +87,56 @@ def test_validation_keeps_best(coder, tmp_path):
     assert meta["global_step"] == 1 and "val/pass@1" in meta["validation"]
 
 
-def test_reward_refuses_missing_test_columns():
-    with pytest.raises(RuntimeError, match="did not receive the `tests` column"):
-        train_rl.checked_reward(["p"], ["c"])
+def test_the_training_prompt_travels_with_the_adapter(tmp_path, monkeypatch):
+    """--system_prompt reaches the training rows, validation during training, --compare_before_after, the
+    checkpoint manifest and the adapter's metadata, and test.py asks the saved adapter with it unless told otherwise."""
+    import importlib.util
+
+    import data
+    import evaluation
+
+    custom = "You are a terse C++ judge veteran."
+    asked = []
+    real_validation = evaluation.run_validation
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["prompt"])
+        return real_validation(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "run_validation", spy)
+    final = train_rl.main(["32", "2", "--config", "configs/tiny_cpu.yaml", "--model", "tiny", "--no_quant",
+                           "--max_steps", "1", "--save_steps", "1", "--max_completion_length", "16",
+                           "--gradient_accumulation_steps", "1", "--system_prompt", custom, "--do_validate",
+                           "--val_steps", "1", "--val_samples", "2", "--val_max_new_tokens", "8",
+                           "--compare_before_after", "--eval_samples", "2", "--output_dir", str(tmp_path)])
+    trained = data.PromptSettings(system_prompt=custom)
+    assert asked == [trained]
+    assert json.loads((tmp_path / "eval_before" / "summary.json").read_text())["run"]["prompt"] == trained.to_dict()
+    assert json.loads((tmp_path / "checkpoint-1" / "manifest.json").read_text())["prompt"] == trained.to_dict()
+    assert data.PromptSettings.from_meta(tinylora.read_meta(final)) == trained
+
+    spec = importlib.util.spec_from_file_location("test_script", ROOT / "test.py")
+    test_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_cli)
+    flags = ["--checkpoint_path", str(final), "--model", "tiny", "--no_quant", "--dataset", "sample",
+             "--num_samples", "2", "--max_new_tokens", "4"]
+    summary = test_cli.main([*flags, "--output_dir", str(tmp_path / "test")])
+    problems = data.load_problems("sample", "test", 2)
+    tokenizer = modeling.load_model("tiny", quant=False)[1]
+    kept = [(p, evaluation.prompt_text(p, tokenizer, trained)) for p in problems]
+    assert custom in kept[0][1]
+    assert summary["run"]["prompt"] == trained.to_dict()
+    assert summary["run"]["prompts_sha256"] == evaluation.prompts_sha256(kept)  # the rendered text itself
+    overridden = test_cli.main([*flags, "--system_prompt", "other", "--output_dir", str(tmp_path / "other")])
+    assert overridden["run"]["prompt"]["system_prompt"] == "other"
 
 
 def test_positional_form_and_default_config():
-    argv = train_rl.split_positionals(["32", "2000", "--dataset", "deepcoder"], default_config=train_rl.DEFAULT_CONFIG)
-    assert argv[:6] == ["--u", "32", "--max_samples", "2000", "--config", str(train_rl.DEFAULT_CONFIG)]
-    assert train_rl.split_positionals(["32"])[-1] == str(train_rl.CPU_CONFIG)  # no GPU here
-    ours, grpo = train_rl.parse_args(["13", "50", "--tie", "layer", "--epsilon_high", "0.3", "--use_cpu", "true",
-                                      "--config", str(train_rl.DEFAULT_CONFIG)])
+    argv = training.split_positionals(["32", "2000", "--dataset", "deepcoder"], default_config=training.DEFAULT_CONFIG)
+    assert argv[:6] == ["--u", "32", "--max_samples", "2000", "--config", str(training.DEFAULT_CONFIG)]
+    assert training.split_positionals(["32"])[-1] == str(training.CPU_CONFIG)  # no GPU here
+    ours, grpo = training.parse_grpo_args(["13", "50", "--tie", "layer", "--epsilon_high", "0.3", "--use_cpu", "true",
+                                      "--config", str(training.DEFAULT_CONFIG)])
     assert (ours.u, ours.max_samples, ours.tie, grpo.epsilon_high, grpo.num_iterations) == (13, 50, "layer", 0.3, 4)
 
 
@@ -113,6 +153,7 @@ def test_demo_config_trains_on_the_warm_start_problems():
         (["32", "5", "--config", "nope.yaml"], "config file nope.yaml not found"),
         (["32", "5", "--resume", "--output_dir", "/nonexistent/run"], "no complete checkpoint"),
         (["32", "5", "--train_data", "x.jsonl", "--do_validate"], "needs a named --dataset"),
+        (["32", "5", "--reward_scheme", "partial"], "unknown reward scheme 'partial'"),
         (["32", "5", "--no_such_flag"], "no_such_flag"),
     ],
 )

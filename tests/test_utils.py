@@ -249,24 +249,31 @@ def test_select_tests_first_and_longest() -> None:
         utils.select_tests(tests, 2, "random")
 
 
-def test_code_reward_func_trl_signature_and_stats() -> None:
-    utils.set_reward_config(CONFIG)
+def test_code_reward_trl_signature_and_stats() -> None:
+    reward = utils.CodeReward(CONFIG)
     ok = "```cpp\n" + HEAD + "int main(){int a,b;cin>>a>>b;cout<<a+b;}\n```"
     tests = [{"input": "1 2", "output": "3"}]
     metrics = {}
-    rewards = utils.code_reward_func(
+    rewards = reward(
         prompts=["p"] * 3, completions=[[{"role": "assistant", "content": ok}], "no code here", ok],
         tests=[tests, tests, {"public": tests, "private": [], "generated": []}],
         source=["CODEFORCES", "CODEFORCES", "ATCODER"], difficulty=["B", "B", "A"],
         log_metric=lambda name, value: metrics.__setitem__(name, value))
     assert rewards == [pytest.approx(1.1), 0.0, 1.0]
-    stats = utils.last_reward_stats()
-    assert stats["verdicts"]["OK"] == 2 and stats["verdicts"]["NO_CODE"] == 1
-    assert stats["no_code_rate"] == pytest.approx(1 / 3)
+    assert reward.last_stats["verdicts"]["OK"] == 2 and reward.last_stats["verdicts"]["NO_CODE"] == 1
+    assert reward.last_stats["no_code_rate"] == pytest.approx(1 / 3)
     assert metrics["judge/OK"] == pytest.approx(2 / 3)
-    utils.set_reward_config(CONFIG, scheme="binary", no_code_penalty=0.5)
-    assert utils.code_reward_func(["p"], ["nothing"], [tests]) == [-0.5]
-    utils.set_reward_config()
+    binary = utils.CodeReward(CONFIG, scheme="binary", no_code_penalty=0.5)
+    assert binary(["p"], ["nothing"], [tests]) == [-0.5] and binary.judge.binary
+    assert reward.last_stats["verdicts"]["OK"] == 2  # each object keeps its own statistics: no shared state
+    assert reward.__name__ == "code_reward"  # the name TRL logs the reward under
+
+
+def test_code_reward_refuses_missing_tests_and_unknown_schemes() -> None:
+    with pytest.raises(RuntimeError, match="did not receive the `tests` column"):
+        utils.CodeReward(CONFIG)(["p"], ["c"])
+    with pytest.raises(ValueError, match="unknown reward scheme 'partial'"):
+        utils.CodeReward(CONFIG, scheme="partial")
 
 
 def test_sandbox_features_reports_booleans() -> None:

@@ -1,0 +1,380 @@
+"""Training TinyLoRA's few numbers: the wiring train_rl.py (GRPO) and train_sft.py (SFT) share.
+
+Flags are dataclasses parsed by TRL's parser (every GRPOConfig/SFTConfig field is a flag and a YAML key); the
+settings that decide what an adapter is (the prompt, the reward) are built once from them and saved with every
+checkpoint and adapter, so evaluating it later needs no memory of the command line. Checkpoints are written
+atomically with a sha256 manifest; `--resume` continues from the newest complete one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import data
+import utils
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"  # the GPU recipe
+CPU_CONFIG = ROOT / "configs" / "tiny_cpu.yaml"  # the default where no GPU is found: short, offline-sized runs
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class TinyLoraArguments:
+    """Our own knobs; everything else is TRL's GRPOConfig."""
+
+    u: int = field(default=32, metadata={"help": "numbers in each trainable vector v (positional U)"})
+    max_samples: int = field(default=2000, metadata={"help": "training problems to sample (positional MAX_SAMPLES)"})
+    rank: int = field(default=2, metadata={"help": "SVD rank r of the frozen factors"})
+    tie: str = field(default="all", metadata={"help": "v sharing: all | layer | structured | module | groups:G"})
+    model: str = field(default="Qwen/Qwen2.5-Coder-3B-Instruct", metadata={"help": "hub id, local dir, or 'tiny'"})
+    no_quant: bool = field(default=False, metadata={"help": "bf16 base instead of NF4 4-bit"})
+    dataset: str = field(default="code_contests",
+                         metadata={"help": "code_contests | deepcoder | sample | a problems .jsonl file"})
+    train_data: str | None = field(default=None, metadata={"help": "the seed's spelling of --dataset FILE.jsonl"})
+    show_examples: bool = field(default=False, metadata={"help": "put the public tests in the prompt"})
+    system_prompt: str | None = field(default=None, metadata={"help": "override data.DEFAULT_SYSTEM_PROMPT"})
+    instruction: str | None = field(default=None, metadata={"help": "override data.DEFAULT_INSTRUCTION"})
+    max_prompt_length: int = field(default=1024, metadata={"help": "prompts longer than this (tokens) are dropped"})
+    max_tests: int = field(default=10, metadata={"help": "tests judged per completion"})
+    test_selection: str = field(default="first", metadata={"help": "first | longest tests when capping"})
+    reward_scheme: str = field(default="seed", metadata={"help": "seed (partial credit) | binary"})
+    no_code_penalty: float = field(default=0.0, metadata={"help": "reward for a completion with no code"})
+    do_validate: bool = field(default=False, metadata={"help": "greedy validation every --val_steps"})
+    val_steps: int = field(default=100, metadata={"help": "steps between validations"})
+    val_samples: int = field(default=10, metadata={"help": "held-out problems per validation"})
+    val_max_new_tokens: int = field(default=1024, metadata={"help": "generation budget during validation"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest complete checkpoint"})
+    problem_ids: str | None = field(default=None, metadata={"help": "train only on these problem ids (comma list)"})
+    compare_before_after: bool = field(
+        default=False, metadata={"help": "sample the training problems before and after training and compare"}
+    )
+    eval_samples: int = field(default=16, metadata={"help": "samples per problem for --compare_before_after"})
+
+
+def split_positionals(argv: list[str], default_config: Path | None = None) -> list[str]:
+    """`32 2000 --flags` -> `--u 32 --max_samples 2000 --flags`; adds the default config unless one is named
+    (configs/default.yaml with a GPU, configs/tiny_cpu.yaml without)."""
+    import torch
+
+    names, rest = ["--u", "--max_samples"], list(argv)
+    flags: list[str] = []
+    while rest and names and not rest[0].startswith("-"):
+        flags += [names.pop(0), rest.pop(0)]
+    if "--config" not in rest and not any(a in ("-h", "--help") for a in rest):
+        flags += ["--config", str(default_config or (DEFAULT_CONFIG if torch.cuda.is_available() else CPU_CONFIG))]
+    return flags + rest
+
+
+def parse_with_trl(dataclass_types: tuple, argv: list[str], prog: str, usage: str | None = None,
+                   defaults: dict | None = None):
+    """TRL's parser over our dataclass and TRL's config: a missing --config file or a value TRL refuses exits 2
+    with one line. `--train_data PATH` becomes `--dataset PATH`."""
+    from trl import TrlParser
+
+    parser = TrlParser(dataclass_types, prog=prog, usage=usage)
+    parser.set_defaults(**(defaults or {}))
+    config = argv[argv.index("--config") + 1:][:1] if "--config" in argv else []
+    if "--config" in argv and not (config and Path(config[0]).is_file()):
+        data.cli_error(f"config file {config[0] if config else '(none given)'} not found")
+    try:
+        ours, trainer_args = parser.parse_args_and_config(argv)
+    except ValueError as err:  # TRL/transformers validate their own fields
+        data.cli_error(str(err).splitlines()[0])
+    if ours.train_data:
+        ours.dataset, ours.train_data = ours.train_data, None
+    return ours, trainer_args
+
+
+def parse_grpo_args(argv: list[str] | None = None):
+    """(TinyLoraArguments, GRPOConfig) from `U MAX_SAMPLES`, flags and YAML; contradictions exit 2 with one line."""
+    from trl import GRPOConfig
+
+    argv = split_positionals(sys.argv[1:] if argv is None else argv)
+    ours, grpo = parse_with_trl((TinyLoraArguments, GRPOConfig), argv, "train_rl.py", "train_rl.py [U] [MAX_SAMPLES] [flags]")
+    if ours.u < 1 or ours.max_samples < 1 or ours.rank < 1:
+        data.cli_error("U, MAX_SAMPLES and --rank must be positive integers")
+    if ours.do_validate and (ours.val_samples < 1 or ours.val_steps < 1):
+        data.cli_error("--do_validate needs --val_samples >= 1 and --val_steps >= 1")
+    if ours.do_validate and ours.dataset not in data.DATASETS:
+        data.cli_error("--do_validate needs a named --dataset to hold problems out of, not a .jsonl file")
+    if ours.test_selection not in ("first", "longest"):
+        data.cli_error("--test_selection is first|longest")
+    return ours, grpo
+
+
+def code_reward(ours: TinyLoraArguments) -> utils.CodeReward:
+    """The training reward from the flags (an unknown scheme exits 2 with one line)."""
+    try:
+        return utils.CodeReward(utils.JudgeConfig(max_tests=ours.max_tests, test_selection=ours.test_selection),
+                                scheme=ours.reward_scheme, no_code_penalty=ours.no_code_penalty)
+    except ValueError as err:
+        data.cli_error(str(err))
+
+
+def configure_device(trainer_args) -> str:
+    """bf16 + gradient checkpointing on GPU; fp32 on CPU (bf16 autocast on CPU is slow and lossy)."""
+    import torch
+    from accelerate import PartialState
+
+    if torch.cuda.is_available() and not trainer_args.use_cpu:
+        trainer_args.bf16, trainer_args.gradient_checkpointing = True, True
+        trainer_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+        return str(PartialState().device)
+    trainer_args.use_cpu, trainer_args.bf16, trainer_args.fp16 = True, False, False
+    trainer_args.gradient_checkpointing = False  # TRL turns it on by default; on CPU it only costs time
+    return "cpu"
+
+
+def load_adapted_model(ours, seed: int, device: str):
+    """(base model with TinyLoRA applied, tokenizer); prints the trainable count. Failures exit 2 with one line."""
+    import modeling
+    import tinylora
+
+    try:
+        model, tokenizer = modeling.load_model(ours.model, quant=not ours.no_quant, device=device)
+        model = tinylora.apply_tiny_lora(model, u=ours.u, rank=ours.rank, seed=seed, tie=ours.tie)
+    except (OSError, ValueError) as err:  # a missing model, TinyLoraError
+        data.cli_error(str(err).splitlines()[0])
+    trainable = tinylora.count_trainable(model)
+    expected = ours.u * len(tinylora.tiny_lora_v(model))
+    assert trainable == expected, f"{trainable} trainable parameters, expected {expected}"
+    print(f"TinyLoRA: {trainable} trainable parameters (u={ours.u}, tie={ours.tie}, rank={ours.rank}) "
+          f"on {ours.model} ({'bf16/fp32' if ours.no_quant else 'NF4'}, {device})")
+    return model, tokenizer
+
+
+def load_training_problems(ours, seed: int, max_samples: int | None = None) -> list[dict]:
+    """The train split of --dataset (or the .jsonl file), or exit 2 with one line naming what is missing."""
+    try:
+        return data.load_problems(ours.dataset, "train", max_samples, seed)
+    except (OSError, ValueError) as err:
+        data.cli_error(str(err).splitlines()[0])
+
+
+# ------------------------------------------------------------------------------------------------- GRPO data
+def grpo_rows(ours: TinyLoraArguments, prompt: data.PromptSettings, tokenizer, seed: int):
+    """(GRPO dataset, its problems): the chat prompt plus the test columns the reward function needs."""
+    from datasets import Dataset
+
+    problems = load_training_problems(ours, seed, None if ours.problem_ids else ours.max_samples)
+    if ours.problem_ids:
+        wanted = ours.problem_ids.split(",")
+        missing = sorted(set(wanted) - {p["id"] for p in problems})
+        if missing:
+            data.cli_error(f"--problem_ids not in the training split: {', '.join(missing)}")
+        problems = [p for p in problems if p["id"] in wanted][: ours.max_samples]
+    rows, too_long = [], 0
+    for problem in problems:
+        messages = prompt.messages(problem)
+        if len(data.render_prompt(messages, tokenizer)[1]) > ours.max_prompt_length:
+            too_long += 1
+            continue
+        tests = utils.select_tests(data.all_tests(problem), ours.max_tests, ours.test_selection)
+        if tests:
+            rows.append({"prompt": messages, "tests": tests, "id": problem["id"],
+                         "source": problem.get("source", ""), "difficulty": problem.get("difficulty", "")})
+    print(f"data: {len(rows)} training problems ({too_long} dropped: prompt over {ours.max_prompt_length} tokens)")
+    if not rows:
+        data.cli_error("no training problems left; raise --max_prompt_length or check the dataset")
+    kept = {row["id"] for row in rows}
+    return Dataset.from_list(rows), [p for p in problems if p["id"] in kept]
+
+
+def data_hash(rows) -> str:
+    """Fingerprint of exactly what was trained on (ids, prompts, tests), for the checkpoint manifest."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps([row["id"], row["prompt"], row["tests"]], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def validation_problems(ours: TinyLoraArguments, seed: int) -> list[dict]:
+    """Held-out problems of the training dataset, on validate.py's split (valid where it exists, else test)."""
+    try:
+        return data.load_problems(ours.dataset, data.validation_split(ours.dataset), ours.val_samples, seed)
+    except (OSError, ValueError) as err:
+        data.cli_error(str(err).splitlines()[0])
+
+
+# ------------------------------------------------------------------------------------------- run records
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def run_info(ours, trainer_args, prompt: data.PromptSettings, data_digest: str, **extra) -> dict:
+    """What every checkpoint manifest and saved adapter records: flags, commit, seeds, data and the prompt
+    (test.py and validate.py ask the adapter with that prompt by default)."""
+    kind = "grpo" if "GRPO" in type(trainer_args).__name__ else "sft"
+    return {**extra, "config": {**dataclasses.asdict(ours), kind: trainer_args.to_dict()}, "commit": git_commit(),
+            "seeds": {"seed": trainer_args.seed, "projection_seed": trainer_args.seed}, "data_hash": data_digest,
+            "prompt": prompt.to_dict()}
+
+
+def save_final(trainer, info: dict) -> Path:
+    """The trained adapter in OUTPUT_DIR/final (atomically, on the main process), with `info` in its metadata."""
+    import tinylora
+
+    final = Path(trainer.args.output_dir) / "final"
+    if trainer.args.should_save:
+        tinylora.save_tiny_lora(trainer.model, final, extra_meta={**info, "global_step": trainer.state.global_step})
+        print(f"adapter ({tinylora.count_trainable(trainer.model)} numbers) saved to {final}")
+    return final
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def write_manifest(checkpoint: Path, info: dict) -> None:
+    """Record every file's sha256 plus the run's config; written last, it marks the checkpoint complete."""
+    import tinylora
+
+    (checkpoint / MANIFEST).write_text(json.dumps({**info, "files": tinylora.file_hashes(checkpoint)}, indent=1))
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be resumed from (None when every file matches its manifest)."""
+    import tinylora
+
+    manifest = checkpoint / MANIFEST
+    if not manifest.exists():
+        return "no manifest (incomplete)"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError):
+        return "unreadable manifest"
+    damaged = tinylora.damaged_file(checkpoint, files)
+    return f"{damaged} is missing or corrupted" if damaged else None
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """checkpoint-N directories, newest first."""
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+
+
+def latest_valid_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint whose files match its manifest; broken ones are skipped with a warning."""
+    for checkpoint in checkpoints(output_dir):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        warnings.warn(f"skipping {checkpoint}: {problem}")
+    return None
+
+
+def resume_checkpoint(output_dir: Path) -> Path:
+    """The checkpoint `--resume` continues from, or exit 2 when there is none."""
+    found = latest_valid_checkpoint(output_dir)
+    if found is None:
+        data.cli_error(f"--resume: no complete checkpoint in {output_dir}; drop --resume to start fresh")
+    print(f"resuming from {found}")
+    return found
+
+
+def make_trainer_class():
+    """GRPOTrainer with fp32 v and atomic, manifest-checked checkpoints (imported lazily: TRL is slow to import)."""
+    from trl import GRPOTrainer
+
+    import tinylora
+
+    class TinyLoraGRPOTrainer(GRPOTrainer):
+        def __init__(self, *args, run_info: dict, **kwargs):
+            super().__init__(*args, **kwargs)
+            tinylora.ensure_v_fp32(self.model)  # TRL casts trainable params of 4-bit models to bf16
+            self.run_info = run_info
+            self._staging: Path | None = None
+
+        def _get_output_dir(self, trial):
+            return str(self._staging) if self._staging else super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial):
+            """Written into a staging dir, given its manifest, then renamed: no reader sees half a checkpoint."""
+            root = Path(self.args.output_dir)
+            self._staging = root / ".staging"
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging = None
+            if not self.args.should_save:
+                return
+            name = f"checkpoint-{self.state.global_step}"
+            with data.replaced_atomically(root / name) as tmp:
+                (root / ".staging" / name).rename(tmp)
+                write_manifest(tmp, {**self.run_info, "global_step": self.state.global_step})
+            for old in checkpoints(root)[self.args.save_total_limit or 10**9:]:
+                shutil.rmtree(old, ignore_errors=True)
+
+    return TinyLoraGRPOTrainer
+
+
+def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, callbacks: list, info: dict):
+    """The GRPO trainer (batch sizes that num_generations does not divide exit 2 with TRL's one line)."""
+    try:
+        return make_trainer_class()(model=model, reward_funcs=[reward], args=grpo, train_dataset=dataset,
+                                    processing_class=tokenizer, callbacks=callbacks, run_info=info)
+    except ValueError as err:
+        data.cli_error(str(err).splitlines()[0])
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def validation_callback(tokenizer, val_problems: list[dict], ours: TinyLoraArguments, prompt: data.PromptSettings,
+                        info: dict, output_dir: Path):
+    """Every val_steps: greedy pass@1 on held-out problems, asked with the training prompt, through validate.py's
+    code path and reward; keeps the best adapter in OUTPUT_DIR/best."""
+    from transformers import TrainerCallback
+
+    import evaluation
+    import tinylora
+
+    class ValidationCallback(TrainerCallback):
+        best: tuple[float, float] | None = None
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % ours.val_steps or not state.is_world_process_zero:
+                return
+            summary = evaluation.run_validation(model, tokenizer, val_problems, max_new_tokens=ours.val_max_new_tokens,
+                                                batch_size=args.per_device_eval_batch_size, prompt=prompt)
+            metrics = {f"val/{k}": summary[k] for k in ("pass@1", "compile_rate", "avg_reward") if k in summary}
+            print(f"validation @ step {state.global_step}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+            state.log_history.append({**metrics, "step": state.global_step})
+            score = (summary.get("pass@1", 0.0), summary.get("avg_reward", 0.0))
+            if self.best is None or score > self.best:
+                self.best = score
+                meta = {**info, "global_step": state.global_step, "validation": metrics}
+                tinylora.save_tiny_lora(model, output_dir / "best", extra_meta=meta)
+
+    return ValidationCallback()
+
+
+def sample_training_problems(model, tokenizer, problems: list[dict], ours: TinyLoraArguments, grpo,
+                             prompt: data.PromptSettings, reward: utils.CodeReward, label: str) -> dict:
+    """Sample the training problems as GRPO does (same prompt, temperature, length, and the training reward's
+    judge and tests), scored as evaluation.py scores (seed scheme, unscaled: comparable with test.py); written to
+    OUTPUT_DIR/eval_<label>."""
+    import evaluation
+
+    settings = evaluation.GenerationSettings(
+        max_new_tokens=grpo.max_completion_length, temperature=grpo.temperature, n=ours.eval_samples,
+        batch_size=max(grpo.per_device_train_batch_size, ours.eval_samples), seed=grpo.seed,
+    )
+    scoring = evaluation.evaluation_reward(dataclasses.replace(reward.judge, binary=False))
+    samples, summary = evaluation.evaluate(model, tokenizer, problems, settings, scoring, prompt=prompt)
+    summary["label"] = label
+    evaluation.write_outputs(Path(grpo.output_dir) / f"eval_{label}", samples, summary)
+    return summary
+
+
+def print_before_after(before: dict, after: dict) -> None:
+    import evaluation
+
+    print(evaluation.format_comparison(before, after, evaluation.compare_runs(before, after)))
