@@ -33,6 +33,7 @@ from peft.tuners.tinylora import layer as peft_layer
 from peft.tuners.tinylora import model as peft_model
 from peft.utils import PeftType
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TIE_MODES = ("all", "layer", "structured", "module", "groups:G")
@@ -71,6 +72,24 @@ def truncated_svd(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.
 
 
 # ------------------------------------------------------------------------------------------------- the layers
+class WriteCounter:
+    """Counts optimizer steps process-wide (and explicit writes to v): part of every layer's cache key.
+
+    A hook on `Optimizer.step` sees every update however the optimizer writes (fused AdamW updates v without
+    bumping its version counter, so the counter alone cannot tell the cache that v changed).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def bump(self, *_) -> None:
+        self.count += 1
+
+
+V_WRITES = WriteCounter()
+register_optimizer_step_post_hook(V_WRITES.bump)
+
+
 class TinyLoraLinear(peft_layer.Linear):
     """PEFT's dense TinyLoRA layer with a truncated SVD and a forward that keeps v (and R) in fp32."""
 
@@ -88,6 +107,7 @@ class TinyLoraLinear(peft_layer.Linear):
         self.r[adapter_name] = S.numel()
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """base(x) + B (R (A x)): the tiny middle (r, r) in fp32 whatever dtype v, A, B or x were cast to."""
         if self.disable_adapters and self.merged:
             self.unmerge()
         result = self.base_layer(x, *args, **kwargs)  # (batch, seq, out)
@@ -96,13 +116,59 @@ class TinyLoraLinear(peft_layer.Linear):
         for name in self.active_adapters:
             if name not in self.tinylora_A.keys():
                 continue
-            A = self.tinylora_A[name].to(x.dtype)  # (r, in)
-            B = self.tinylora_B[name].to(x.dtype)  # (out, r)
-            R = self._compute_R(name)  # (r, r), fp32 like v
+            A, R, B = self._factors(name, x.dtype, result.dtype, x.device)  # (r, in), (r, r), (out, r)
             h = F.linear(self.tinylora_dropout[name](x), A)  # (batch, seq, r)
-            h = F.linear(h.float(), R)  # (batch, seq, r): the tiny middle in fp32
-            result = result + F.linear(h.to(x.dtype), B).to(result.dtype)  # (batch, seq, out)
-        return result
+            h = F.linear(h.to(R.dtype), R).to(result.dtype)  # (batch, seq, r): the tiny middle in fp32
+            result = add_low_rank(result, h, B)  # (batch, seq, out)
+        return result.to(x.dtype)  # as stock PEFT: the activations' dtype comes out
+
+    def _apply(self, fn, *args, **kwargs):
+        """`.to()`, `.half()`, `.cuda()` replace A, B, P and v: forget the cast factors built from the old ones."""
+        self.__dict__.pop("_tinylora_cache", None)
+        return super()._apply(fn, *args, **kwargs)
+
+    def _factors(self, name: str, x_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device):
+        """A cast for x (r, in), R (r, r) and B cast for the output (out, r), computed once per write to v.
+
+        Casting A and B and rebuilding R on every call cost about 10% of a forward. The cache key changes when v, A,
+        B or P are written in place (their version counters), replaced (`.to`, `.half()`: their storage), or updated
+        by an optimizer step (`V_WRITES`: fused AdamW writes v without bumping its version counter). With grad
+        enabled R is rebuilt from v each call (u·r² numbers) so that v's gradient flows.
+        """
+        v = self.tinylora_v[name][self._tinylora_v_key[name]]  # (u,)
+        A, B, P = self.tinylora_A[name], self.tinylora_B[name], self.tinylora_P[name]
+        key = (x_dtype, out_dtype, device, V_WRITES.count, *(_storage_version(t) for t in (v, A, B, P)))
+        cache = self.__dict__.setdefault("_tinylora_cache", {})
+        if name not in cache or cache[name][0] != key:
+            middle = torch.promote_types(x_dtype, torch.float32)  # fp32 (fp64 stays fp64)
+            P_flat = P.detach().to(device, middle).reshape(P.shape[0], -1)  # (u, r·r)
+            with torch.no_grad():
+                R = (v.to(device, middle) @ P_flat).view(P.shape[1:])  # (r, r)
+            cache[name] = (key, A.to(device, x_dtype), P_flat, R, B.to(device, out_dtype))
+        _, A_x, P_flat, R, B_out = cache[name]
+        if torch.is_grad_enabled() and v.requires_grad:
+            R = (v.to(P_flat.dtype) @ P_flat).view(R.shape)  # (r, r), part of v's autograd graph
+        return A_x, R, B_out
+
+
+def _storage_version(t: torch.Tensor) -> tuple[int, int]:
+    """(storage address, in-place write count) of a tensor: changes when it is replaced or written in place."""
+    return t.data_ptr(), 0 if t.is_inference() else t._version
+
+
+def add_low_rank(result: torch.Tensor, h: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """result + h Bᵀ as one GEMM that accumulates into the base output (no (tokens, out) temporary).
+
+    Without autograd the sum is written into `result` in place (decoding, scoring). With autograd it is an
+    out-of-place addmm: the in-place form would be safe for nn.Linear (its backward does not keep its output) but
+    not for every base layer a PEFT user may bring, and addmm already reads `result` once and writes once.
+    """
+    flat_h = h.reshape(-1, h.shape[-1])  # (tokens, r)
+    if not torch.is_grad_enabled() or not (result.requires_grad or h.requires_grad):
+        if result.is_contiguous():
+            result.view(-1, result.shape[-1]).addmm_(flat_h, B.T)  # (tokens, out), in place
+            return result
+    return torch.addmm(result.reshape(-1, result.shape[-1]), flat_h, B.T).view(result.shape)  # (tokens, out)
 
 
 class TinyLoraLinear4bit(TinyLoraLinear):
@@ -249,6 +315,7 @@ def ensure_v_fp32(model: PeftModel) -> None:
         for v in vs.values():
             if v.dtype != torch.float32:
                 v.data = v.data.float()
+    V_WRITES.bump()
 
 
 def apply_tiny_lora(
@@ -290,6 +357,7 @@ def set_tiny_lora_v(model: PeftModel, values: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for key, value in values.items():
             vs[key].copy_(value)
+    V_WRITES.bump()
 
 
 def tiny_lora_v(model: PeftModel) -> dict[str, torch.Tensor]:
