@@ -302,3 +302,128 @@ def test_set_tiny_lora_v_checks_groups(tiny_path):
     model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
     with pytest.raises(tinylora.TinyLoraError, match="do not match"):
         tinylora.set_tiny_lora_v(model, {"7": torch.zeros(4)})
+
+
+# ------------------------------------------------------------------------ every dtype a user can cast the model to
+def fp32_adapted(path: str, **kwargs) -> tuple[torch.nn.Module, torch.Tensor]:
+    """An adapted fp32 model with non-zero v, and its fp32 logits: the reference every cast is held to."""
+    model = tinylora.apply_tiny_lora(dense(path), u=4, **kwargs)
+    set_v(model)
+    return model, logits(model)
+
+
+def loss_reaches_v(model) -> None:
+    model(IDS, labels=IDS).loss.backward()
+    grads = [v.grad for v in model.base_model.tinylora_v["default"].values()]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("cast, dtype", [(lambda m: m.to(torch.bfloat16), torch.bfloat16),
+                                         (lambda m: m.half(), torch.float16)], ids=["to_bfloat16", "half"])
+def test_cast_model_runs_and_trains(tiny_path, cast, dtype):
+    """PEFT's test_forward_{float16,bfloat16}_no_autocast: v, A, B, P and x all in the cast dtype."""
+    model, expected = fp32_adapted(tiny_path)
+    logits(model)  # fill the factor cache in fp32 first: the cast must not reuse it
+    cast(model)
+    v = model.base_model.tinylora_v["default"]["0"]
+    assert v.dtype == dtype and next(iter(layers(model).values())).tinylora_A["default"].dtype == dtype
+    assert (logits(model) - expected).abs().max() < 0.05 * expected.abs().max()  # half-precision rounding
+    loss_reaches_v(model)
+
+
+def test_adapter_not_autocast_on_a_bf16_base(tiny_path):
+    """get_peft_model(..., autocast_adapter_dtype=False) on a bf16 base: A and B bf16, our v still fp32."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    _, expected = fp32_adapted(tiny_path)
+    config = tinylora.apply_tiny_lora(dense(tiny_path), u=4).peft_config["default"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.bfloat16).eval()
+    model = get_peft_model(base, config, autocast_adapter_dtype=False)
+    assert next(iter(layers(model).values())).tinylora_A["default"].dtype == torch.bfloat16
+    set_v(model)
+    assert (logits(model) - expected).abs().max() < 0.05 * expected.abs().max()
+    loss_reaches_v(model)
+
+
+def test_cpu_autocast_to_bf16(tiny_path):
+    model, expected = fp32_adapted(tiny_path)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = logits(model)
+        loss_reaches_v(model)
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+# -------------------------------------------------------------------- the forward: cached factors, one addmm
+def reference_low_rank(module: tinylora.TinyLoraLinear, x: torch.Tensor) -> torch.Tensor:
+    """The formula written out, out of place: base(x) + B (R (A x)) with R = Σ v_i P_i built from v every time."""
+    v = module.tinylora_v["default"][module._tinylora_v_key["default"]]  # (u,)
+    R = torch.einsum("i,ijk->jk", v, module.tinylora_P["default"])  # (r, r)
+    h = (x @ module.tinylora_A["default"].to(x.dtype).T).float() @ R.T  # (batch, seq, r)
+    return module.get_base_layer()(x) + h.to(x.dtype) @ module.tinylora_B["default"].to(x.dtype).T  # (batch, seq, out)
+
+
+@pytest.mark.parametrize("loader", [dense, nf4])
+def test_forward_equals_the_formula_in_value_and_gradient(tiny_path, loader):
+    """No-grad (in-place addmm_ into the base output) and grad (out-of-place addmm) both equal the plain formula,
+    and v's gradient through them equals the plain formula's."""
+    model = tinylora.apply_tiny_lora(loader(tiny_path), u=4)
+    set_v(model)
+    v = model.base_model.tinylora_v["default"]["0"]
+    name, module = next(iter(layers(model).items()))
+    x = torch.randn(2, 5, module.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(module(x), reference_low_rank(module, x), atol=1e-6), name
+        assert torch.allclose(module(x), reference_low_rank(module, x), atol=1e-6), name  # cached factors
+    xg = x.clone().requires_grad_()
+    (module(xg) ** 2).sum().backward()
+    ours_v, ours_x = v.grad.clone(), xg.grad.clone()
+    v.grad, xg.grad = None, None
+    (reference_low_rank(module, xg) ** 2).sum().backward()
+    assert torch.allclose(ours_v, v.grad, rtol=1e-5, atol=1e-6) and torch.allclose(ours_x, xg.grad, atol=1e-5)
+
+
+def test_factors_are_cached_until_v_changes(tiny_path):
+    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
+    module = next(iter(layers(model).values()))
+    logits(model)
+    first = module._tinylora_cache["default"]
+    logits(model)
+    assert module._tinylora_cache["default"] is first  # no recast, no rebuild of R between writes
+    set_v(model)
+    logits(model)
+    assert module._tinylora_cache["default"] is not first
+
+
+def fresh_logits(path: str, values: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits of a new adapted model given `values` for v: what any cached model must agree with."""
+    model = tinylora.apply_tiny_lora(dense(path), u=4)
+    tinylora.set_tiny_lora_v(model, values)
+    return logits(model)
+
+
+def test_fused_adamw_step_invalidates_the_cache(tiny_path):
+    """Fused AdamW writes v without bumping its version counter: the optimizer-step hook must still be seen."""
+    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
+    set_v(model, scale=0.1)
+    v = model.base_model.tinylora_v["default"]["0"]
+    optimizer = torch.optim.AdamW([v], lr=0.5, fused=True)
+    before = logits(model)  # no-grad forward: R cached from the current v
+    version = v._version
+    model(IDS, labels=IDS).loss.backward()
+    optimizer.step()
+    assert v._version == version  # the hazard this test exists for: nothing but the hook tells the cache
+    after = logits(model)
+    assert not torch.allclose(after, before, atol=1e-4)
+    assert torch.allclose(after, fresh_logits(tiny_path, tinylora.tiny_lora_v(model)), atol=1e-6)
+
+
+def test_writes_without_an_optimizer_reach_generation(tiny_path, tmp_path):
+    """Evaluation with no optimizer: set_tiny_lora_v, load_state_dict and save/load all change what is computed."""
+    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
+    logits(model)
+    set_v(model, seed=2)
+    assert torch.allclose(logits(model), fresh_logits(tiny_path, tinylora.tiny_lora_v(model)), atol=1e-6)
+    state = {k: torch.full_like(t, 0.3) for k, t in model.state_dict().items() if "tinylora_v" in k}
+    model.load_state_dict(state, strict=False)
+    assert torch.allclose(logits(model), fresh_logits(tiny_path, tinylora.tiny_lora_v(model)), atol=1e-6)
