@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -477,31 +478,114 @@ def delta_weight(module: peft_layer.TinyLoraLayer, adapter: str = "default") -> 
     return module.get_delta_weight(adapter).float()
 
 
-def export_merged(model: PeftModel, out_dir: str | os.PathLike, dtype: torch.dtype = torch.bfloat16, tokenizer=None) -> Path:
-    """Write a plain HF model with ΔW merged into `dtype` weights (NF4 bases are dequantized), loadable anywhere.
+def adapted_modules(model: PeftModel) -> dict[str, TinyLoraLinear]:
+    """Every TinyLoRA layer of the model by its name in the base model ('model.layers.0.self_attn.q_proj')."""
+    return {name: m for name, m in model.get_base_model().named_modules() if isinstance(m, TinyLoraLinear)}
 
+
+def export_lora(model: PeftModel, out_dir: str | os.PathLike) -> Path:
+    """Write the adapter as a standard rank-r PEFT LoRA adapter that every LoRA runtime can serve exactly.
+
+    ΔW = B R A has rank r, so it is a LoRA with lora_A = A (r, in), lora_B = B R (out, r) and scaling
+    lora_alpha / r = 1, all fp32: no SVD, no merge, no rounding of W. Works for every tie mode (each module's own R)
+    and for NF4 bases (A and B come from the dequantized weight; serve on the unquantized base, whose weight the
+    NF4 one approximates). Stock `PeftModel.from_pretrained(base, out_dir)` loads it.
+    """
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    modules = adapted_modules(model)
+    if not modules:
+        raise TinyLoraError("export_lora: this model has no TinyLoRA layers")
+    state: dict[str, torch.Tensor] = {}
+    ranks = set()
+    for name, module in modules.items():
+        with torch.no_grad():
+            R = module._compute_R("default").float()  # (r, r)
+            A = module.tinylora_A["default"].float()  # (r, in)
+            BR = module.tinylora_B["default"].float() @ R  # (out, r)
+        state[f"base_model.model.{name}.lora_A.weight"] = A.cpu().contiguous()
+        state[f"base_model.model.{name}.lora_B.weight"] = BR.cpu().contiguous()
+        ranks.add(A.shape[0])
+    if len(ranks) != 1:
+        raise TinyLoraError(f"export_lora: modules have different ranks {sorted(ranks)} (a matrix smaller than r)")
+    rank = ranks.pop()
+    tiny = model.peft_config["default"]
+    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, bias="none", task_type=tiny.task_type,
+                        target_modules=sorted({name.rsplit(".", 1)[-1] for name in modules}),
+                        base_model_name_or_path=tiny.base_model_name_or_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(out_dir))
+    save_file(state, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return out_dir
+
+
+MERGE_KEPT_WARN = 0.9  # warn when a module's merged weights keep less of ΔW than this
+MERGE_REPORT = "tinylora_merge.json"
+
+
+def base_float_dtype(model: PeftModel) -> torch.dtype:
+    """The dtype a merge should write: the dense base weights' own (fp32 stays fp32), bf16 for NF4 bases."""
+    modules = list(adapted_modules(model).values())
+    if any(isinstance(m, TinyLoraLinear4bit) for m in modules):
+        return torch.bfloat16
+    return modules[0].get_base_layer().weight.dtype if modules else torch.bfloat16
+
+
+def kept_fraction(merged: torch.Tensor, weight: torch.Tensor, delta: torch.Tensor) -> float:
+    """How much of ΔW the merged weights carry: 1 − ‖(merged − W) − ΔW‖ / ‖ΔW‖, in [0, 1] (1 when ΔW = 0).
+
+    A cast that rounds W + ΔW back to W keeps 0; an exact merge keeps 1.
+    """
+    norm = delta.norm()
+    if norm == 0:
+        return 1.0
+    return max(0.0, 1.0 - ((merged.to(weight.dtype) - weight) - delta).norm().item() / norm.item())
+
+
+def export_merged(model: PeftModel, out_dir: str | os.PathLike, dtype: torch.dtype | None = None,
+                  tokenizer=None) -> Path:
+    """Write a plain HF model with ΔW merged into the weights (NF4 bases are dequantized), loadable anywhere.
+
+    `dtype` defaults to the base's own float dtype (fp32 stays fp32; NF4 becomes bf16). TinyLoRA's update is tiny
+    next to W and bf16 keeps about three significant digits, so a low-precision merge can silently drop what was
+    learned: the share of ΔW each module keeps is measured, written to `tinylora_merge.json` beside the weights,
+    and a warning names `export_lora` (exact at any precision) when a module keeps less than 90%.
     The adapted model itself is left untouched.
     """
     from transformers import AutoModelForCausalLM
 
+    dtype = dtype or base_float_dtype(model)
     base = model.get_base_model()
+    modules = adapted_modules(model)
     state: dict[str, torch.Tensor] = {}
-    adapted: set[str] = set()
-    for name, module in base.named_modules():
-        if isinstance(module, TinyLoraLinear):
-            adapted.add(name)
-            state[f"{name}.weight"] = (module.dense_weight().float() + delta_weight(module)).to(dtype).cpu()
-            if module.get_base_layer().bias is not None:
-                state[f"{name}.bias"] = module.get_base_layer().bias.detach().to(dtype).cpu()
+    kept: dict[str, float] = {}
+    for name, module in modules.items():
+        weight, delta = module.dense_weight().float(), delta_weight(module)  # (out, in) each
+        merged = (weight + delta).to(dtype)  # (out, in)
+        kept[name] = kept_fraction(merged, weight, delta)
+        state[f"{name}.weight"] = merged.cpu()
+        if module.get_base_layer().bias is not None:
+            state[f"{name}.bias"] = module.get_base_layer().bias.detach().to(dtype).cpu()
     for key, tensor in base.state_dict().items():
-        if not any(key.startswith(name + ".") for name in adapted) and tensor.is_floating_point():
+        if not any(key.startswith(name + ".") for name in modules) and tensor.is_floating_point():
             state[key] = tensor.detach().to(dtype).cpu()
     config = base.config.__class__.from_dict(base.config.to_dict())
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    merged = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    merged.load_state_dict(state, strict=True)
-    merged.save_pretrained(out_dir)
+    merged_model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    merged_model.load_state_dict(state, strict=True)
+    merged_model.save_pretrained(out_dir)
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
-    return Path(out_dir)
+    out_dir = Path(out_dir)
+    (out_dir / MERGE_REPORT).write_text(json.dumps({"dtype": str(dtype).removeprefix("torch."), "kept": kept}, indent=1))
+    lossy = {name: share for name, share in kept.items() if share < MERGE_KEPT_WARN}
+    if lossy:
+        worst = min(lossy, key=lossy.get)
+        warnings.warn(f"export_merged: {len(lossy)} of {len(kept)} modules keep less than {MERGE_KEPT_WARN:.0%} of "
+                      f"their update in {dtype} (worst {worst}: {lossy[worst]:.0%}; see {out_dir / MERGE_REPORT}). "
+                      "tinylora.export_lora(model, dir) writes the update exactly as a standard LoRA adapter",
+                      stacklevel=2)
+    return out_dir

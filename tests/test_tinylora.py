@@ -228,16 +228,82 @@ def test_stock_peft_adapter_loads_onto_nf4(tiny_path, tmp_path):
     assert tinylora.count_trainable(tinylora.load_tiny_lora(nf4(tiny_path), tmp_path / "stock", trainable=True)) == 6
 
 
-@pytest.mark.parametrize("loader, tol", [(dense, 1e-4), (nf4, 2e-2)])
-def test_merged_export_reproduces_adapted_logits(tiny_path, tmp_path, loader, tol):
+@pytest.mark.parametrize("loader, tol, dtype", [(dense, 1e-4, torch.float32), (nf4, 2e-2, torch.bfloat16)])
+def test_merged_export_reproduces_adapted_logits(tiny_path, tmp_path, loader, tol, dtype):
+    """Default dtype: the base's own (fp32 stays fp32, NF4 becomes bf16); every module's share of ΔW recorded."""
     from transformers import AutoModelForCausalLM
 
     model = tinylora.apply_tiny_lora(loader(tiny_path), u=4)
     set_v(model)
-    tinylora.export_merged(model, tmp_path / "merged", dtype=torch.float32)
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
+    tinylora.export_merged(model, tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype="auto").eval()
     assert not hasattr(merged.config, "quantization_config")
-    assert torch.allclose(logits(merged), logits(model), atol=tol)
+    assert merged.model.layers[0].self_attn.q_proj.weight.dtype == dtype
+    assert torch.allclose(logits(merged.float()), logits(model), atol=tol)
+    report = json.loads((tmp_path / "merged" / tinylora.MERGE_REPORT).read_text())
+    assert set(report["kept"]) == set(layers(model)) and report["dtype"] == str(dtype).removeprefix("torch.")
+
+
+def test_lossy_merge_warns_and_names_the_lora_export(tiny_path, tmp_path):
+    """A small update merged into bf16 weights rounds away; fp32 keeps it. The warning must say so, the other not."""
+    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
+    set_v(model, scale=1e-4)
+    with pytest.warns(UserWarning, match="export_lora"):
+        tinylora.export_merged(model, tmp_path / "bf16", dtype=torch.bfloat16)
+    kept = json.loads((tmp_path / "bf16" / tinylora.MERGE_REPORT).read_text())["kept"]
+    assert min(kept.values()) < tinylora.MERGE_KEPT_WARN
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tinylora.export_merged(model, tmp_path / "fp32")
+    assert min(json.loads((tmp_path / "fp32" / tinylora.MERGE_REPORT).read_text())["kept"].values()) > 0.99  # fp32 rounds too, far less
+
+
+def test_kept_fraction_measures_the_update():
+    W = torch.ones(4, 4, dtype=torch.float64)
+    delta = torch.full((4, 4), 1e-4, dtype=torch.float64)
+    assert tinylora.kept_fraction(W + delta, W, delta) == pytest.approx(1.0)
+    assert tinylora.kept_fraction(W.clone(), W, delta) == 0.0  # rounded away
+    assert tinylora.kept_fraction(W + delta / 2, W, delta) == pytest.approx(0.5)
+    assert tinylora.kept_fraction(W, W, torch.zeros(4, 4)) == 1.0
+
+
+def lora_of(model, tmp_path) -> tuple[dict, "torch.nn.Module"]:
+    """Export `model` as a LoRA adapter; return its config and a fresh fp32 base with it loaded by stock PEFT."""
+    from peft import PeftModel
+    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+    from peft.tuners.lora import LoraModel
+
+    assert PEFT_TYPE_TO_TUNER_MAPPING["LORA"] is LoraModel  # tinylora replaces only PEFT's TinyLoRA tuner
+    tinylora.export_lora(model, tmp_path / "lora")
+    config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    return config, PeftModel.from_pretrained(dense(modeling.tiny_model_dir()), str(tmp_path / "lora")).eval()
+
+
+@pytest.mark.parametrize("tie", ["all", "layer"])
+def test_lora_export_reproduces_logits_in_stock_peft(tiny_path, tmp_path, tie):
+    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4, tie=tie)
+    set_v(model)
+    config, lora = lora_of(model, tmp_path)
+    assert config["peft_type"] == "LORA" and config["r"] == config["lora_alpha"] == 2
+    assert set(config["target_modules"]) == set(tinylora.TARGET_MODULES)
+    assert torch.allclose(logits(lora), logits(model), atol=1e-4)
+
+
+def test_lora_export_of_an_nf4_model_is_its_exact_update(tiny_path, tmp_path):
+    """On the unquantized base the LoRA carries exactly the NF4 model's ΔW; on the NF4 base it gives its logits."""
+    from peft import PeftModel
+
+    model = tinylora.apply_tiny_lora(nf4(tiny_path), u=4, tie="layer")
+    set_v(model)
+    _, lora = lora_of(model, tmp_path)
+    lora_layers = {n: m for n, m in lora.get_base_model().named_modules() if hasattr(m, "lora_A")}
+    for name, module in layers(model).items():
+        got = lora_layers[name].get_delta_weight("default")
+        assert torch.allclose(got, tinylora.delta_weight(module), atol=1e-6), name
+    on_nf4 = PeftModel.from_pretrained(nf4(tiny_path), str(tmp_path / "lora")).eval()
+    assert torch.allclose(logits(on_nf4), logits(model), atol=1e-4)
 
 
 @pytest.mark.parametrize(
