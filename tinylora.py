@@ -136,7 +136,7 @@ class TinyLoraLinear(peft_layer.Linear):
         by an optimizer step (`V_WRITES`: fused AdamW writes v without bumping its version counter). With grad
         enabled R is rebuilt from v each call (u·r² numbers) so that v's gradient flows.
         """
-        v = self.tinylora_v[name][self._tinylora_v_key[name]]  # (u,)
+        v = layer_v(self, name)  # (u,)
         A, B, P = self.tinylora_A[name], self.tinylora_B[name], self.tinylora_P[name]
         key = (x_dtype, out_dtype, device, V_WRITES.count, *(_storage_version(t) for t in (v, A, B, P)))
         cache = self.__dict__.setdefault("_tinylora_cache", {})
@@ -291,12 +291,12 @@ def plan_budget(budget: int, n_modules: int, n_layers: int, tie: str = "all") ->
     return budget // n_groups, tie
 
 
-# ------------------------------------------------------------------------------------------------ public API
-def _check_args(u: int, rank: int) -> None:
-    if not isinstance(u, int) or isinstance(u, bool) or u < 1:
-        raise TinyLoraError(f"u must be a positive integer (got {u!r})")
-    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-        raise TinyLoraError(f"rank must be a positive integer (got {rank!r})")
+# ------------------------------------------------- PEFT's private group key: the only two functions that touch it
+# PEFT keeps which shared v a layer uses in the private `layer._tinylora_v_key[adapter]` (reworked between PEFT
+# releases); tests/test_tinylora.py::test_v_group_key_seam names the PEFT version when it moves.
+def layer_v(module: peft_layer.TinyLoraLayer, adapter: str = "default") -> nn.Parameter:
+    """The v (u,) this layer uses for `adapter`."""
+    return module.tinylora_v[adapter][module._tinylora_v_key[adapter]]
 
 
 def _rewire(model: PeftModel, group_of: dict[str, int], adapter: str = "default") -> None:
@@ -304,6 +304,14 @@ def _rewire(model: PeftModel, group_of: dict[str, int], adapter: str = "default"
     for name, module in model.base_model.model.named_modules():
         if isinstance(module, peft_layer.TinyLoraLayer) and name in group_of:
             module._tinylora_v_key[adapter] = str(group_of[name])
+
+
+# ------------------------------------------------------------------------------------------------ public API
+def _check_args(u: int, rank: int) -> None:
+    if not isinstance(u, int) or isinstance(u, bool) or u < 1:
+        raise TinyLoraError(f"u must be a positive integer (got {u!r})")
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise TinyLoraError(f"rank must be a positive integer (got {rank!r})")
 
 
 def ensure_v_fp32(model: PeftModel) -> None:

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -345,6 +346,25 @@ def test_peft_seam_is_where_we_extend_it(tiny_path):
         names = tinylora.target_module_names(dense(tiny_path))
         keys = {n: m._tinylora_v_key["default"] for n, m in stock.model.named_modules() if hasattr(m, "_tinylora_v_key")}
         assert [keys[n] for n in names] == [str(tinylora.peft_group_index(i, len(names), tying)) for i in range(len(names))]
+
+
+def test_v_group_key_seam(tiny_path):
+    """tinylora._rewire and layer_v use PEFT's private `_tinylora_v_key`; PEFT's own _compute_R must follow it."""
+    import peft
+    from peft import TinyLoraConfig
+
+    moved = f"PEFT {peft.__version__} moved the layer's v group key `_tinylora_v_key`: update tinylora._rewire/layer_v"
+    config = TinyLoraConfig(r=2, u=3, weight_tying=0.0, target_modules=list(tinylora.TARGET_MODULES))
+    stock = peft_model.TinyLoraModel(dense(tiny_path), config, "default")  # stock PEFT: one v per module
+    name, layer = next((n, m) for n, m in stock.model.named_modules() if isinstance(m, peft_layer.TinyLoraLayer))
+    assert isinstance(getattr(layer, "_tinylora_v_key", None), dict) and "default" in layer._tinylora_v_key, moved
+    other = next(k for k in stock.tinylora_v["default"].keys() if k != layer._tinylora_v_key["default"])
+    with torch.no_grad():
+        stock.tinylora_v["default"][other].copy_(torch.tensor([0.5, -1.0, 2.0]))
+    tinylora._rewire(SimpleNamespace(base_model=stock), {name: int(other)})  # as PeftModel.base_model
+    assert tinylora.layer_v(layer) is stock.tinylora_v["default"][other], moved
+    expected = torch.einsum("i,ijk->jk", stock.tinylora_v["default"][other], layer.tinylora_P["default"])
+    assert torch.allclose(layer._compute_R("default"), expected), moved
 
 
 def test_stock_peft_still_lacks_a_4bit_layer(tiny_path):
