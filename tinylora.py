@@ -14,6 +14,9 @@ This builds on PEFT's TinyLoRA tuner, so the result is a real `PeftModel` that T
 narrowest seam (the tuner's module factory and its pre-injection hook, see `TinyLoraModel`):
   * a bitsandbytes 4-bit layer (stock PEFT creates v in the weight's uint8 dtype and SVDs the packed bytes);
   * a fast truncated SVD (stock PEFT runs a full SVD of every weight: minutes for a 3B model on CPU).
+Our layers also keep the r×r middle in fp32 whatever the model was cast to, cache their cast factors between writes
+to v, and `export_lora` writes an adapter as the exact rank-r LoRA it is. PEFT's own TinyLoRA tests run against
+this tuner in CI (.ci/peft_conformance.py).
 """
 from __future__ import annotations
 
