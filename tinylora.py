@@ -14,12 +14,16 @@ This builds on PEFT's TinyLoRA tuner, so the result is a real `PeftModel` that T
 narrowest seam (the tuner's module factory and its pre-injection hook, see `TinyLoraModel`):
   * a bitsandbytes 4-bit layer (stock PEFT creates v in the weight's uint8 dtype and SVDs the packed bytes);
   * a fast truncated SVD (stock PEFT runs a full SVD of every weight: minutes for a 3B model on CPU).
+Our layers also keep the r×r middle in fp32 whatever the model was cast to, cache their cast factors between writes
+to v, and `export_lora` writes an adapter as the exact rank-r LoRA it is. PEFT's own TinyLoRA tests run against
+this tuner in CI (.ci/peft_conformance.py).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from peft.tuners.tinylora import layer as peft_layer
 from peft.tuners.tinylora import model as peft_model
 from peft.utils import PeftType
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from data import replaced_atomically
 
@@ -71,6 +76,24 @@ def truncated_svd(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.
 
 
 # ------------------------------------------------------------------------------------------------- the layers
+class WriteCounter:
+    """Counts optimizer steps process-wide (and explicit writes to v): part of every layer's cache key.
+
+    A hook on `Optimizer.step` sees every update however the optimizer writes (fused AdamW updates v without
+    bumping its version counter, so the counter alone cannot tell the cache that v changed).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def bump(self, *_) -> None:
+        self.count += 1
+
+
+V_WRITES = WriteCounter()
+register_optimizer_step_post_hook(V_WRITES.bump)
+
+
 class TinyLoraLinear(peft_layer.Linear):
     """PEFT's dense TinyLoRA layer with a truncated SVD and a forward that keeps v (and R) in fp32."""
 
@@ -88,6 +111,7 @@ class TinyLoraLinear(peft_layer.Linear):
         self.r[adapter_name] = S.numel()
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """base(x) + B (R (A x)): the tiny middle (r, r) in fp32 whatever dtype v, A, B or x were cast to."""
         if self.disable_adapters and self.merged:
             self.unmerge()
         result = self.base_layer(x, *args, **kwargs)  # (batch, seq, out)
@@ -96,13 +120,59 @@ class TinyLoraLinear(peft_layer.Linear):
         for name in self.active_adapters:
             if name not in self.tinylora_A.keys():
                 continue
-            A = self.tinylora_A[name].to(x.dtype)  # (r, in)
-            B = self.tinylora_B[name].to(x.dtype)  # (out, r)
-            R = self._compute_R(name)  # (r, r), fp32 like v
+            A, R, B = self._factors(name, x.dtype, result.dtype, x.device)  # (r, in), (r, r), (out, r)
             h = F.linear(self.tinylora_dropout[name](x), A)  # (batch, seq, r)
-            h = F.linear(h.float(), R)  # (batch, seq, r): the tiny middle in fp32
-            result = result + F.linear(h.to(x.dtype), B).to(result.dtype)  # (batch, seq, out)
-        return result
+            h = F.linear(h.to(R.dtype), R).to(result.dtype)  # (batch, seq, r): the tiny middle in fp32
+            result = add_low_rank(result, h, B)  # (batch, seq, out)
+        return result.to(x.dtype)  # as stock PEFT: the activations' dtype comes out
+
+    def _apply(self, fn, *args, **kwargs):
+        """`.to()`, `.half()`, `.cuda()` replace A, B, P and v: forget the cast factors built from the old ones."""
+        self.__dict__.pop("_tinylora_cache", None)
+        return super()._apply(fn, *args, **kwargs)
+
+    def _factors(self, name: str, x_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device):
+        """A cast for x (r, in), R (r, r) and B cast for the output (out, r), computed once per write to v.
+
+        Casting A and B and rebuilding R on every call cost about 10% of a forward. The cache key changes when v, A,
+        B or P are written in place (their version counters), replaced (`.to`, `.half()`: their storage), or updated
+        by an optimizer step (`V_WRITES`: fused AdamW writes v without bumping its version counter). With grad
+        enabled R is rebuilt from v each call (u·r² numbers) so that v's gradient flows.
+        """
+        v = layer_v(self, name)  # (u,)
+        A, B, P = self.tinylora_A[name], self.tinylora_B[name], self.tinylora_P[name]
+        key = (x_dtype, out_dtype, device, V_WRITES.count, *(_storage_version(t) for t in (v, A, B, P)))
+        cache = self.__dict__.setdefault("_tinylora_cache", {})
+        if name not in cache or cache[name][0] != key:
+            middle = torch.promote_types(x_dtype, torch.float32)  # fp32 (fp64 stays fp64)
+            P_flat = P.detach().to(device, middle).reshape(P.shape[0], -1)  # (u, r·r)
+            with torch.no_grad():
+                R = (v.to(device, middle) @ P_flat).view(P.shape[1:])  # (r, r)
+            cache[name] = (key, A.to(device, x_dtype), P_flat, R, B.to(device, out_dtype))
+        _, A_x, P_flat, R, B_out = cache[name]
+        if torch.is_grad_enabled() and v.requires_grad:
+            R = (v.to(P_flat.dtype) @ P_flat).view(R.shape)  # (r, r), part of v's autograd graph
+        return A_x, R, B_out
+
+
+def _storage_version(t: torch.Tensor) -> tuple[int, int]:
+    """(storage address, in-place write count) of a tensor: changes when it is replaced or written in place."""
+    return t.data_ptr(), 0 if t.is_inference() else t._version
+
+
+def add_low_rank(result: torch.Tensor, h: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """result + h Bᵀ as one GEMM that accumulates into the base output (no (tokens, out) temporary).
+
+    Without autograd the sum is written into `result` in place (decoding, scoring). With autograd it is an
+    out-of-place addmm: the in-place form would be safe for nn.Linear (its backward does not keep its output) but
+    not for every base layer a PEFT user may bring, and addmm already reads `result` once and writes once.
+    """
+    flat_h = h.reshape(-1, h.shape[-1])  # (tokens, r)
+    if not torch.is_grad_enabled() or not (result.requires_grad or h.requires_grad):
+        if result.is_contiguous():
+            result.view(-1, result.shape[-1]).addmm_(flat_h, B.T)  # (tokens, out), in place
+            return result
+    return torch.addmm(result.reshape(-1, result.shape[-1]), flat_h, B.T).view(result.shape)  # (tokens, out)
 
 
 class TinyLoraLinear4bit(TinyLoraLinear):
@@ -224,12 +294,12 @@ def plan_budget(budget: int, n_modules: int, n_layers: int, tie: str = "all") ->
     return budget // n_groups, tie
 
 
-# ------------------------------------------------------------------------------------------------ public API
-def _check_args(u: int, rank: int) -> None:
-    if not isinstance(u, int) or isinstance(u, bool) or u < 1:
-        raise TinyLoraError(f"u must be a positive integer (got {u!r})")
-    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-        raise TinyLoraError(f"rank must be a positive integer (got {rank!r})")
+# ------------------------------------------------- PEFT's private group key: the only two functions that touch it
+# PEFT keeps which shared v a layer uses in the private `layer._tinylora_v_key[adapter]` (reworked between PEFT
+# releases); tests/test_tinylora.py::test_v_group_key_seam names the PEFT version when it moves.
+def layer_v(module: peft_layer.TinyLoraLayer, adapter: str = "default") -> nn.Parameter:
+    """The v (u,) this layer uses for `adapter`."""
+    return module.tinylora_v[adapter][module._tinylora_v_key[adapter]]
 
 
 def _rewire(model: PeftModel, group_of: dict[str, int], adapter: str = "default") -> None:
@@ -237,6 +307,14 @@ def _rewire(model: PeftModel, group_of: dict[str, int], adapter: str = "default"
     for name, module in model.base_model.model.named_modules():
         if isinstance(module, peft_layer.TinyLoraLayer) and name in group_of:
             module._tinylora_v_key[adapter] = str(group_of[name])
+
+
+# ------------------------------------------------------------------------------------------------ public API
+def _check_args(u: int, rank: int) -> None:
+    if not isinstance(u, int) or isinstance(u, bool) or u < 1:
+        raise TinyLoraError(f"u must be a positive integer (got {u!r})")
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise TinyLoraError(f"rank must be a positive integer (got {rank!r})")
 
 
 def ensure_v_fp32(model: PeftModel) -> None:
@@ -249,6 +327,7 @@ def ensure_v_fp32(model: PeftModel) -> None:
         for v in vs.values():
             if v.dtype != torch.float32:
                 v.data = v.data.float()
+    V_WRITES.bump()
 
 
 def apply_tiny_lora(
@@ -290,6 +369,7 @@ def set_tiny_lora_v(model: PeftModel, values: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for key, value in values.items():
             vs[key].copy_(value)
+    V_WRITES.bump()
 
 
 def tiny_lora_v(model: PeftModel) -> dict[str, torch.Tensor]:
@@ -402,31 +482,114 @@ def delta_weight(module: peft_layer.TinyLoraLayer, adapter: str = "default") -> 
     return module.get_delta_weight(adapter).float()
 
 
-def export_merged(model: PeftModel, out_dir: str | os.PathLike, dtype: torch.dtype = torch.bfloat16, tokenizer=None) -> Path:
-    """Write a plain HF model with ΔW merged into `dtype` weights (NF4 bases are dequantized), loadable anywhere.
+def adapted_modules(model: PeftModel) -> dict[str, TinyLoraLinear]:
+    """Every TinyLoRA layer of the model by its name in the base model ('model.layers.0.self_attn.q_proj')."""
+    return {name: m for name, m in model.get_base_model().named_modules() if isinstance(m, TinyLoraLinear)}
 
+
+def export_lora(model: PeftModel, out_dir: str | os.PathLike) -> Path:
+    """Write the adapter as a standard rank-r PEFT LoRA adapter that every LoRA runtime can serve exactly.
+
+    ΔW = B R A has rank r, so it is a LoRA with lora_A = A (r, in), lora_B = B R (out, r) and scaling
+    lora_alpha / r = 1, all fp32: no SVD, no merge, no rounding of W. Works for every tie mode (each module's own R)
+    and for NF4 bases (A and B come from the dequantized weight; serve on the unquantized base, whose weight the
+    NF4 one approximates). Stock `PeftModel.from_pretrained(base, out_dir)` loads it.
+    """
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    modules = adapted_modules(model)
+    if not modules:
+        raise TinyLoraError("export_lora: this model has no TinyLoRA layers")
+    state: dict[str, torch.Tensor] = {}
+    ranks = set()
+    for name, module in modules.items():
+        with torch.no_grad():
+            R = module._compute_R("default").float()  # (r, r)
+            A = module.tinylora_A["default"].float()  # (r, in)
+            BR = module.tinylora_B["default"].float() @ R  # (out, r)
+        state[f"base_model.model.{name}.lora_A.weight"] = A.cpu().contiguous()
+        state[f"base_model.model.{name}.lora_B.weight"] = BR.cpu().contiguous()
+        ranks.add(A.shape[0])
+    if len(ranks) != 1:
+        raise TinyLoraError(f"export_lora: modules have different ranks {sorted(ranks)} (a matrix smaller than r)")
+    rank = ranks.pop()
+    tiny = model.peft_config["default"]
+    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, bias="none", task_type=tiny.task_type,
+                        target_modules=sorted({name.rsplit(".", 1)[-1] for name in modules}),
+                        base_model_name_or_path=tiny.base_model_name_or_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(out_dir))
+    save_file(state, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return out_dir
+
+
+MERGE_KEPT_WARN = 0.9  # warn when a module's merged weights keep less of ΔW than this
+MERGE_REPORT = "tinylora_merge.json"
+
+
+def base_float_dtype(model: PeftModel) -> torch.dtype:
+    """The dtype a merge should write: the dense base weights' own (fp32 stays fp32), bf16 for NF4 bases."""
+    modules = list(adapted_modules(model).values())
+    if any(isinstance(m, TinyLoraLinear4bit) for m in modules):
+        return torch.bfloat16
+    return modules[0].get_base_layer().weight.dtype if modules else torch.bfloat16
+
+
+def kept_fraction(merged: torch.Tensor, weight: torch.Tensor, delta: torch.Tensor) -> float:
+    """How much of ΔW the merged weights carry: 1 − ‖(merged − W) − ΔW‖ / ‖ΔW‖, in [0, 1] (1 when ΔW = 0).
+
+    A cast that rounds W + ΔW back to W keeps 0; an exact merge keeps 1.
+    """
+    norm = delta.norm()
+    if norm == 0:
+        return 1.0
+    return max(0.0, 1.0 - ((merged.to(weight.dtype) - weight) - delta).norm().item() / norm.item())
+
+
+def export_merged(model: PeftModel, out_dir: str | os.PathLike, dtype: torch.dtype | None = None,
+                  tokenizer=None) -> Path:
+    """Write a plain HF model with ΔW merged into the weights (NF4 bases are dequantized), loadable anywhere.
+
+    `dtype` defaults to the base's own float dtype (fp32 stays fp32; NF4 becomes bf16). TinyLoRA's update is tiny
+    next to W and bf16 keeps about three significant digits, so a low-precision merge can silently drop what was
+    learned: the share of ΔW each module keeps is measured, written to `tinylora_merge.json` beside the weights,
+    and a warning names `export_lora` (exact at any precision) when a module keeps less than 90%.
     The adapted model itself is left untouched.
     """
     from transformers import AutoModelForCausalLM
 
+    dtype = dtype or base_float_dtype(model)
     base = model.get_base_model()
+    modules = adapted_modules(model)
     state: dict[str, torch.Tensor] = {}
-    adapted: set[str] = set()
-    for name, module in base.named_modules():
-        if isinstance(module, TinyLoraLinear):
-            adapted.add(name)
-            state[f"{name}.weight"] = (module.dense_weight().float() + delta_weight(module)).to(dtype).cpu()
-            if module.get_base_layer().bias is not None:
-                state[f"{name}.bias"] = module.get_base_layer().bias.detach().to(dtype).cpu()
+    kept: dict[str, float] = {}
+    for name, module in modules.items():
+        weight, delta = module.dense_weight().float(), delta_weight(module)  # (out, in) each
+        merged = (weight + delta).to(dtype)  # (out, in)
+        kept[name] = kept_fraction(merged, weight, delta)
+        state[f"{name}.weight"] = merged.cpu()
+        if module.get_base_layer().bias is not None:
+            state[f"{name}.bias"] = module.get_base_layer().bias.detach().to(dtype).cpu()
     for key, tensor in base.state_dict().items():
-        if not any(key.startswith(name + ".") for name in adapted) and tensor.is_floating_point():
+        if not any(key.startswith(name + ".") for name in modules) and tensor.is_floating_point():
             state[key] = tensor.detach().to(dtype).cpu()
     config = base.config.__class__.from_dict(base.config.to_dict())
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    merged = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    merged.load_state_dict(state, strict=True)
-    merged.save_pretrained(out_dir)
+    merged_model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    merged_model.load_state_dict(state, strict=True)
+    merged_model.save_pretrained(out_dir)
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
-    return Path(out_dir)
+    out_dir = Path(out_dir)
+    (out_dir / MERGE_REPORT).write_text(json.dumps({"dtype": str(dtype).removeprefix("torch."), "kept": kept}, indent=1))
+    lossy = {name: share for name, share in kept.items() if share < MERGE_KEPT_WARN}
+    if lossy:
+        worst = min(lossy, key=lossy.get)
+        warnings.warn(f"export_merged: {len(lossy)} of {len(kept)} modules keep less than {MERGE_KEPT_WARN:.0%} of "
+                      f"their update in {dtype} (worst {worst}: {lossy[worst]:.0%}; see {out_dir / MERGE_REPORT}). "
+                      "tinylora.export_lora(model, dir) writes the update exactly as a standard LoRA adapter",
+                      stacklevel=2)
+    return out_dir

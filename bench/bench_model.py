@@ -134,17 +134,18 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def seconds(fn: Callable[[], object], device: str) -> float:
-    """Wall time of one call of `fn`, with the GPU's queue drained on both sides."""
+def seconds(fn: Callable[[], object], device: str, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Time of one call of `fn` on `clock` (wall by default), with the GPU's queue drained on both sides."""
     sync(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def interleaved(fn: Callable[[torch.nn.Module], object], model, rounds: int, device: str,
-                warmup: Callable[[torch.nn.Module], object] | None = None) -> tuple[float, float]:
+                warmup: Callable[[torch.nn.Module], object] | None = None,
+                clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
     """Fastest (base, adapted) seconds of `fn(model)` over `rounds` alternating runs, after a warm-up of each.
 
     `warmup` (default `fn`) may be a cheaper call through the same kernels. Alternating puts both sides under the
@@ -157,8 +158,8 @@ def interleaved(fn: Callable[[torch.nn.Module], object], model, rounds: int, dev
     base_times, adapted_times = [], []
     for _ in range(rounds):
         with without_adapter(model) as base:
-            base_times.append(seconds(lambda: fn(base), device))
-        adapted_times.append(seconds(lambda: fn(model), device))
+            base_times.append(seconds(lambda: fn(base), device, clock))
+        adapted_times.append(seconds(lambda: fn(model), device, clock))
     return min(base_times), min(adapted_times)
 
 
@@ -226,7 +227,13 @@ def bench_forward(model, preset: Preset, device: str) -> dict:
     ids = random_ids(preset.prompt_len + preset.new_tokens, device)  # (G, prompt_len + new_tokens)
     with torch.no_grad():
         base_s, adapted_s = interleaved(lambda m: m(input_ids=ids), model, preset.repeats, device)
-    return {"base_s": base_s, "adapted_s": adapted_s, "ratio": adapted_s / base_s}
+    out = {"base_s": base_s, "adapted_s": adapted_s, "ratio": adapted_s / base_s}
+    if device == "cpu":  # on a shared CPU the process's CPU time hides other jobs' preemption, which wall time shows
+        with torch.no_grad():
+            base_cpu, adapted_cpu = interleaved(lambda m: m(input_ids=ids), model, preset.repeats, device,
+                                                clock=time.process_time)
+        out.update(base_cpu_s=base_cpu, adapted_cpu_s=adapted_cpu, cpu_ratio=adapted_cpu / base_cpu)
+    return out
 
 
 def bench_rollout(model, preset: Preset, device: str) -> dict:

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -228,16 +229,82 @@ def test_stock_peft_adapter_loads_onto_nf4(tiny_path, tmp_path):
     assert tinylora.count_trainable(tinylora.load_tiny_lora(nf4(tiny_path), tmp_path / "stock", trainable=True)) == 6
 
 
-@pytest.mark.parametrize("loader, tol", [(dense, 1e-4), (nf4, 2e-2)])
-def test_merged_export_reproduces_adapted_logits(tiny_path, tmp_path, loader, tol):
+@pytest.mark.parametrize("loader, tol, dtype", [(dense, 1e-4, torch.float32), (nf4, 2e-2, torch.bfloat16)])
+def test_merged_export_reproduces_adapted_logits(tiny_path, tmp_path, loader, tol, dtype):
+    """Default dtype: the base's own (fp32 stays fp32, NF4 becomes bf16); every module's share of ΔW recorded."""
     from transformers import AutoModelForCausalLM
 
     model = tinylora.apply_tiny_lora(loader(tiny_path), u=4)
     set_v(model)
-    tinylora.export_merged(model, tmp_path / "merged", dtype=torch.float32)
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
+    tinylora.export_merged(model, tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype="auto").eval()
     assert not hasattr(merged.config, "quantization_config")
-    assert torch.allclose(logits(merged), logits(model), atol=tol)
+    assert merged.model.layers[0].self_attn.q_proj.weight.dtype == dtype
+    assert torch.allclose(logits(merged.float()), logits(model), atol=tol)
+    report = json.loads((tmp_path / "merged" / tinylora.MERGE_REPORT).read_text())
+    assert set(report["kept"]) == set(layers(model)) and report["dtype"] == str(dtype).removeprefix("torch.")
+
+
+def test_lossy_merge_warns_and_names_the_lora_export(tiny_path, tmp_path):
+    """A small update merged into bf16 weights rounds away; fp32 keeps it. The warning must say so, the other not."""
+    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
+    set_v(model, scale=1e-4)
+    with pytest.warns(UserWarning, match="export_lora"):
+        tinylora.export_merged(model, tmp_path / "bf16", dtype=torch.bfloat16)
+    kept = json.loads((tmp_path / "bf16" / tinylora.MERGE_REPORT).read_text())["kept"]
+    assert min(kept.values()) < tinylora.MERGE_KEPT_WARN
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tinylora.export_merged(model, tmp_path / "fp32")
+    assert min(json.loads((tmp_path / "fp32" / tinylora.MERGE_REPORT).read_text())["kept"].values()) > 0.99  # fp32 rounds too, far less
+
+
+def test_kept_fraction_measures_the_update():
+    W = torch.ones(4, 4, dtype=torch.float64)
+    delta = torch.full((4, 4), 1e-4, dtype=torch.float64)
+    assert tinylora.kept_fraction(W + delta, W, delta) == pytest.approx(1.0)
+    assert tinylora.kept_fraction(W.clone(), W, delta) == 0.0  # rounded away
+    assert tinylora.kept_fraction(W + delta / 2, W, delta) == pytest.approx(0.5)
+    assert tinylora.kept_fraction(W, W, torch.zeros(4, 4)) == 1.0
+
+
+def lora_of(model, tmp_path) -> tuple[dict, "torch.nn.Module"]:
+    """Export `model` as a LoRA adapter; return its config and a fresh fp32 base with it loaded by stock PEFT."""
+    from peft import PeftModel
+    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+    from peft.tuners.lora import LoraModel
+
+    assert PEFT_TYPE_TO_TUNER_MAPPING["LORA"] is LoraModel  # tinylora replaces only PEFT's TinyLoRA tuner
+    tinylora.export_lora(model, tmp_path / "lora")
+    config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    return config, PeftModel.from_pretrained(dense(modeling.tiny_model_dir()), str(tmp_path / "lora")).eval()
+
+
+@pytest.mark.parametrize("tie", ["all", "layer"])
+def test_lora_export_reproduces_logits_in_stock_peft(tiny_path, tmp_path, tie):
+    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4, tie=tie)
+    set_v(model)
+    config, lora = lora_of(model, tmp_path)
+    assert config["peft_type"] == "LORA" and config["r"] == config["lora_alpha"] == 2
+    assert set(config["target_modules"]) == set(tinylora.TARGET_MODULES)
+    assert torch.allclose(logits(lora), logits(model), atol=1e-4)
+
+
+def test_lora_export_of_an_nf4_model_is_its_exact_update(tiny_path, tmp_path):
+    """On the unquantized base the LoRA carries exactly the NF4 model's ΔW; on the NF4 base it gives its logits."""
+    from peft import PeftModel
+
+    model = tinylora.apply_tiny_lora(nf4(tiny_path), u=4, tie="layer")
+    set_v(model)
+    _, lora = lora_of(model, tmp_path)
+    lora_layers = {n: m for n, m in lora.get_base_model().named_modules() if hasattr(m, "lora_A")}
+    for name, module in layers(model).items():
+        got = lora_layers[name].get_delta_weight("default")
+        assert torch.allclose(got, tinylora.delta_weight(module), atol=1e-6), name
+    on_nf4 = PeftModel.from_pretrained(nf4(tiny_path), str(tmp_path / "lora")).eval()
+    assert torch.allclose(logits(on_nf4), logits(model), atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -281,6 +348,25 @@ def test_peft_seam_is_where_we_extend_it(tiny_path):
         assert [keys[n] for n in names] == [str(tinylora.peft_group_index(i, len(names), tying)) for i in range(len(names))]
 
 
+def test_v_group_key_seam(tiny_path):
+    """tinylora._rewire and layer_v use PEFT's private `_tinylora_v_key`; PEFT's own _compute_R must follow it."""
+    import peft
+    from peft import TinyLoraConfig
+
+    moved = f"PEFT {peft.__version__} moved the layer's v group key `_tinylora_v_key`: update tinylora._rewire/layer_v"
+    config = TinyLoraConfig(r=2, u=3, weight_tying=0.0, target_modules=list(tinylora.TARGET_MODULES))
+    stock = peft_model.TinyLoraModel(dense(tiny_path), config, "default")  # stock PEFT: one v per module
+    name, layer = next((n, m) for n, m in stock.model.named_modules() if isinstance(m, peft_layer.TinyLoraLayer))
+    assert isinstance(getattr(layer, "_tinylora_v_key", None), dict) and "default" in layer._tinylora_v_key, moved
+    other = next(k for k in stock.tinylora_v["default"].keys() if k != layer._tinylora_v_key["default"])
+    with torch.no_grad():
+        stock.tinylora_v["default"][other].copy_(torch.tensor([0.5, -1.0, 2.0]))
+    tinylora._rewire(SimpleNamespace(base_model=stock), {name: int(other)})  # as PeftModel.base_model
+    assert tinylora.layer_v(layer) is stock.tinylora_v["default"][other], moved
+    expected = torch.einsum("i,ijk->jk", stock.tinylora_v["default"][other], layer.tinylora_P["default"])
+    assert torch.allclose(layer._compute_R("default"), expected), moved
+
+
 def test_stock_peft_still_lacks_a_4bit_layer(tiny_path):
     """When this starts failing, PEFT gained 4-bit TinyLoRA support and our Linear4bit layer may be retired."""
     from peft import TinyLoraConfig
@@ -302,3 +388,128 @@ def test_set_tiny_lora_v_checks_groups(tiny_path):
     model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
     with pytest.raises(tinylora.TinyLoraError, match="do not match"):
         tinylora.set_tiny_lora_v(model, {"7": torch.zeros(4)})
+
+
+# ------------------------------------------------------------------------ every dtype a user can cast the model to
+def fp32_adapted(path: str, **kwargs) -> tuple[torch.nn.Module, torch.Tensor]:
+    """An adapted fp32 model with non-zero v, and its fp32 logits: the reference every cast is held to."""
+    model = tinylora.apply_tiny_lora(dense(path), u=4, **kwargs)
+    set_v(model)
+    return model, logits(model)
+
+
+def loss_reaches_v(model) -> None:
+    model(IDS, labels=IDS).loss.backward()
+    grads = [v.grad for v in model.base_model.tinylora_v["default"].values()]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("cast, dtype", [(lambda m: m.to(torch.bfloat16), torch.bfloat16),
+                                         (lambda m: m.half(), torch.float16)], ids=["to_bfloat16", "half"])
+def test_cast_model_runs_and_trains(tiny_path, cast, dtype):
+    """PEFT's test_forward_{float16,bfloat16}_no_autocast: v, A, B, P and x all in the cast dtype."""
+    model, expected = fp32_adapted(tiny_path)
+    logits(model)  # fill the factor cache in fp32 first: the cast must not reuse it
+    cast(model)
+    v = model.base_model.tinylora_v["default"]["0"]
+    assert v.dtype == dtype and next(iter(layers(model).values())).tinylora_A["default"].dtype == dtype
+    assert (logits(model) - expected).abs().max() < 0.05 * expected.abs().max()  # half-precision rounding
+    loss_reaches_v(model)
+
+
+def test_adapter_not_autocast_on_a_bf16_base(tiny_path):
+    """get_peft_model(..., autocast_adapter_dtype=False) on a bf16 base: A and B bf16, our v still fp32."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    _, expected = fp32_adapted(tiny_path)
+    config = tinylora.apply_tiny_lora(dense(tiny_path), u=4).peft_config["default"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.bfloat16).eval()
+    model = get_peft_model(base, config, autocast_adapter_dtype=False)
+    assert next(iter(layers(model).values())).tinylora_A["default"].dtype == torch.bfloat16
+    set_v(model)
+    assert (logits(model) - expected).abs().max() < 0.05 * expected.abs().max()
+    loss_reaches_v(model)
+
+
+def test_cpu_autocast_to_bf16(tiny_path):
+    model, expected = fp32_adapted(tiny_path)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = logits(model)
+        loss_reaches_v(model)
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+# -------------------------------------------------------------------- the forward: cached factors, one addmm
+def reference_low_rank(module: tinylora.TinyLoraLinear, x: torch.Tensor) -> torch.Tensor:
+    """The formula written out, out of place: base(x) + B (R (A x)) with R = Σ v_i P_i built from v every time."""
+    v = module.tinylora_v["default"][module._tinylora_v_key["default"]]  # (u,)
+    R = torch.einsum("i,ijk->jk", v, module.tinylora_P["default"])  # (r, r)
+    h = (x @ module.tinylora_A["default"].to(x.dtype).T).float() @ R.T  # (batch, seq, r)
+    return module.get_base_layer()(x) + h.to(x.dtype) @ module.tinylora_B["default"].to(x.dtype).T  # (batch, seq, out)
+
+
+@pytest.mark.parametrize("loader", [dense, nf4])
+def test_forward_equals_the_formula_in_value_and_gradient(tiny_path, loader):
+    """No-grad (in-place addmm_ into the base output) and grad (out-of-place addmm) both equal the plain formula,
+    and v's gradient through them equals the plain formula's."""
+    model = tinylora.apply_tiny_lora(loader(tiny_path), u=4)
+    set_v(model)
+    v = model.base_model.tinylora_v["default"]["0"]
+    name, module = next(iter(layers(model).items()))
+    x = torch.randn(2, 5, module.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(module(x), reference_low_rank(module, x), atol=1e-6), name
+        assert torch.allclose(module(x), reference_low_rank(module, x), atol=1e-6), name  # cached factors
+    xg = x.clone().requires_grad_()
+    (module(xg) ** 2).sum().backward()
+    ours_v, ours_x = v.grad.clone(), xg.grad.clone()
+    v.grad, xg.grad = None, None
+    (reference_low_rank(module, xg) ** 2).sum().backward()
+    assert torch.allclose(ours_v, v.grad, rtol=1e-5, atol=1e-6) and torch.allclose(ours_x, xg.grad, atol=1e-5)
+
+
+def test_factors_are_cached_until_v_changes(tiny_path):
+    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
+    module = next(iter(layers(model).values()))
+    logits(model)
+    first = module._tinylora_cache["default"]
+    logits(model)
+    assert module._tinylora_cache["default"] is first  # no recast, no rebuild of R between writes
+    set_v(model)
+    logits(model)
+    assert module._tinylora_cache["default"] is not first
+
+
+def fresh_logits(path: str, values: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits of a new adapted model given `values` for v: what any cached model must agree with."""
+    model = tinylora.apply_tiny_lora(dense(path), u=4)
+    tinylora.set_tiny_lora_v(model, values)
+    return logits(model)
+
+
+def test_fused_adamw_step_invalidates_the_cache(tiny_path):
+    """Fused AdamW writes v without bumping its version counter: the optimizer-step hook must still be seen."""
+    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
+    set_v(model, scale=0.1)
+    v = model.base_model.tinylora_v["default"]["0"]
+    optimizer = torch.optim.AdamW([v], lr=0.5, fused=True)
+    before = logits(model)  # no-grad forward: R cached from the current v
+    version = v._version
+    model(IDS, labels=IDS).loss.backward()
+    optimizer.step()
+    assert v._version == version  # the hazard this test exists for: nothing but the hook tells the cache
+    after = logits(model)
+    assert not torch.allclose(after, before, atol=1e-4)
+    assert torch.allclose(after, fresh_logits(tiny_path, tinylora.tiny_lora_v(model)), atol=1e-6)
+
+
+def test_writes_without_an_optimizer_reach_generation(tiny_path, tmp_path):
+    """Evaluation with no optimizer: set_tiny_lora_v, load_state_dict and save/load all change what is computed."""
+    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
+    logits(model)
+    set_v(model, seed=2)
+    assert torch.allclose(logits(model), fresh_logits(tiny_path, tinylora.tiny_lora_v(model)), atol=1e-6)
+    state = {k: torch.full_like(t, 0.3) for k, t in model.state_dict().items() if "tinylora_v" in k}
+    model.load_state_dict(state, strict=False)
+    assert torch.allclose(logits(model), fresh_logits(tiny_path, tinylora.tiny_lora_v(model)), atol=1e-6)
