@@ -130,9 +130,11 @@ def test_network_blocked_when_namespaces_available(hostile) -> None:
 
 
 def test_timeouts_and_compile_limit_are_enforced_promptly(hostile) -> None:
+    """A spinning program dies at its CPU limit, a sleeping one at the wall-clock safety net (2 x limit + 1 s)."""
     results = hostile["results"]
-    assert results["spin"].run_s < CONFIG.time_limit_s + 1.0
-    assert results["sleep"].run_s < CONFIG.time_limit_s + 1.0
+    safety_net = 2 * CONFIG.time_limit_s + 1.0
+    assert results["spin"].run_s < safety_net + 0.5
+    assert safety_net - 0.1 < results["sleep"].run_s < safety_net + 0.5
     assert results["dev_zero"].compile_s < CONFIG.compile_timeout_s + 2.0
     assert "dev/zero" not in results["dev_zero"].message or "\0" not in results["dev_zero"].message
 
@@ -269,10 +271,12 @@ def test_code_reward_func_trl_signature_and_stats() -> None:
     utils.set_reward_config()
 
 
-def test_sandbox_features_reports_booleans() -> None:
+def test_sandbox_features_reports_booleans_and_a_level() -> None:
     features = utils.sandbox_features()
-    assert set(features) >= {"pid_namespace", "net_namespace", "private_tmp", "private_uid"}
-    assert all(isinstance(v, bool) for v in features.values())
+    assert set(features) >= {"pid_namespace", "net_namespace", "private_tmp", "private_uid", "minimal_root", "level"}
+    assert all(isinstance(v, bool) for k, v in features.items() if k != "level")
+    assert features["level"] in utils.SANDBOX_LEVELS
+    assert (features["level"] == "minimal_root") == features["minimal_root"]
 
 
 # --- real model generations -----------------------------------------------------------------------------
