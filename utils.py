@@ -126,20 +126,33 @@ def cache_dir() -> Path:
 # ---------------------------------------------------------------------------------------------------------
 
 _CPP_LANGS = {"cpp", "c++", "cc", "cxx", "c", ""}
-_FENCE = re.compile(r"^[ \t]*```[ \t]*([^\s`]*)[^\n`]*$")
+_FENCE = re.compile(r"^[ \t]*```[ \t]*([^`]*?)[ \t]*$")   # a line opening or closing a fenced block
+_GLUED_CLOSE = re.compile(r"^(.*\S)[ \t]*```[ \t]*$")      # "return 0; }```": code glued to the closing fence
 _MAIN = re.compile(r"\bmain\s*\(")
 _FREOPEN = re.compile(r"\bfreopen\s*\([^;]*?,\s*(stdin|stdout|stderr)\s*\)")
+
+
+def _opening_fence(info: str) -> tuple[str, str | None]:
+    """(language, code glued to the fence) of an opening fence's info string. Small models glue the first
+    line to the fence ("```#include <iostream>", "```cpp #include <bits/stdc++.h>"); a preprocessor line
+    is code, never a language tag."""
+    if info.startswith("#"):
+        return "", info
+    lang, _, rest = info.partition(" ")
+    rest = rest.strip()
+    return lang.lower(), rest if rest.startswith("#") else None
 
 
 def extract_code(completion: str) -> str | None:
     """The C++ program in a model completion, or None.
 
-    Fenced blocks tagged cpp/c++/cc/cxx/c or bare count; the last complete block that defines main
-    wins (models often show a sketch first and the final program last), then the last complete block.
-    A truncated completion (an opened fence never closed) is judged as written, from the fence to the
-    end: it usually fails to compile, which keeps "ran out of tokens" visible as CE instead of hiding
-    it as NO_CODE. Without fences, code starts at the first #include. <think> sections are ignored.
-    freopen(..., stdin/stdout) calls become the stream itself: problems use stdin/stdout.
+    Fenced blocks tagged cpp/c++/cc/cxx/c or bare count (also when code is glued to the opening or the
+    closing fence); the last complete block that defines main wins (models often show a sketch first and
+    the final program last), then the last complete block. A truncated completion (an opened fence never
+    closed) is judged as written, from the fence to the end: it usually fails to compile, which keeps "ran
+    out of tokens" visible as CE instead of hiding it as NO_CODE. Without usable fences, code starts at the
+    first #include and stops at the next fence. <think> sections are ignored. freopen(..., stdin/stdout)
+    calls become the stream itself: problems use stdin/stdout.
     """
     text = re.sub(r"<think>.*?</think>", "", completion, flags=re.DOTALL)
     text = text.split("<think>")[0]  # an unclosed <think> is reasoning cut off by the length limit
@@ -148,8 +161,13 @@ def extract_code(completion: str) -> str | None:
         fence = _FENCE.match(line)
         if open_block is None:
             if fence:
-                open_block = (fence.group(1).lower(), [])
+                lang, glued = _opening_fence(fence.group(1))
+                open_block = (lang, [glued] if glued else [])
         elif fence and not fence.group(1):
+            complete.append(open_block)
+            open_block = None
+        elif glued_close := _GLUED_CLOSE.match(line):
+            open_block[1].append(glued_close.group(1))
             complete.append(open_block)
             open_block = None
         else:
@@ -164,7 +182,7 @@ def extract_code(completion: str) -> str | None:
     elif blocks:
         code = blocks[-1]
     elif "#include" in text:
-        code = text[text.index("#include"):].strip()
+        code = text[text.index("#include"):].split("```", 1)[0].strip()
     else:
         return None
     return _FREOPEN.sub(r"\1", code)
