@@ -147,7 +147,7 @@ def extract_code(completion: str) -> str | None:
     """The C++ program in a model completion, or None.
 
     Fenced blocks tagged cpp/c++/cc/cxx/c or bare count (also when code is glued to the opening or the
-    closing fence); the last complete block that defines main wins (models often show a sketch first and
+    closing fence, or unfenced code from #include to a closing fence); the last complete block that defines main wins (models often show a sketch first and
     the final program last), then the last complete block. A truncated completion (an opened fence never
     closed) is judged as written, from the fence to the end: it usually fails to compile, which keeps "ran
     out of tokens" visible as CE instead of hiding it as NO_CODE. Without usable fences, code starts at the
@@ -156,13 +156,17 @@ def extract_code(completion: str) -> str | None:
     """
     text = re.sub(r"<think>.*?</think>", "", completion, flags=re.DOTALL)
     text = text.split("<think>")[0]  # an unclosed <think> is reasoning cut off by the length limit
-    complete, open_block = [], None
+    complete, open_block, loose = [], None, []
     for line in text.splitlines():
         fence = _FENCE.match(line)
         if open_block is None:
-            if fence:
+            start = next((i for i, s in enumerate(loose) if "#include" in s), None)
+            if fence and not fence.group(1) and start is not None:  # code whose opening fence was forgotten
+                complete.append(("", [loose[start][loose[start].index("#include"):], *loose[start + 1:]]))
+            elif fence:
                 lang, glued = _opening_fence(fence.group(1))
                 open_block = (lang, [glued] if glued else [])
+            loose = [] if fence else loose + [line]
         elif fence and not fence.group(1):
             complete.append(open_block)
             open_block = None
