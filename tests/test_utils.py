@@ -300,7 +300,7 @@ def test_float_and_nocase_compares_on_real_statements() -> None:
     assert '"YES" and "NO" in any case' in yes_no["problem"]
     cases = [  # (tests, compare rule, transform of the expected output that the rule must accept, one it must not)
         ([{"input": i, "output": o} for i, o in zip(float4["tests"]["inputs"], float4["tests"]["outputs"])][:3],
-         "float:1e-4", lambda x: f"{x * (1 + 5e-5):.12f}", lambda x: f"{x + 1e-2:.12f}"),
+         "float:1e-4", lambda x: f"{x * (1 + 5e-5):.12f}", lambda x: f"{x * (1 + 1e-3) + 1e-3:.12f}"),
         (float6["tests"][:3], "float:1e-6", lambda x: f"{x * (1 - 5e-7):.15g}", lambda x: f"{x * (1 + 1e-5):.15g}"),
         (yes_no["tests"][:1], "tokens_nocase", str.lower, lambda s: s.replace("YES", "NO", 1).lower()),
     ]
