@@ -277,9 +277,11 @@ def _enter_minimal_root(run_dir: str, readonly: dict[str, str], host_ids: tuple[
 
 
 def _namespace_prefix(features: dict) -> list[str]:
+    """`unshare` for the net/ipc/uts/pid namespaces; as non-root also a user namespace, unless the minimal
+    root already made one (whose root may create the others; it has no /proc for a nested uid map)."""
     if not features["pid_namespace"]:
         return []
-    user = [] if _IS_ROOT else ["--user", "--map-root-user"]
+    user = [] if _IS_ROOT or features["minimal_root"] else ["--user", "--map-root-user"]
     return [_UNSHARE, *user, "--net", "--ipc", "--uts", "--pid", "--fork", "--kill-child", "--"]
 
 
@@ -545,13 +547,15 @@ def _uses_pch(code: str) -> bool:
 
 
 def _compile_cache_key(code: str, config: JudgeConfig) -> str:
-    return hashlib.sha256(json.dumps([code, config.cxx, config.cxx_flags,
-                                      compiler_version(config.cxx)]).encode()).hexdigest()
+    """The sandbox level is part of the key: a binary built where the compiler could see user files
+    (`.incbin` of the answers) must not be reused by a judge that isolates it."""
+    return hashlib.sha256(json.dumps([code, config.cxx, config.cxx_flags, compiler_version(config.cxx),
+                                      sandbox_features()["level"]]).encode()).hexdigest()
 
 
 def compile_program(code: str, config: JudgeConfig = JudgeConfig()) -> tuple[Path | None, str, float]:
     """(executable or None, sanitised message, seconds). Results, failures included, are cached on disk
-    by sha256(source, compiler, flags, compiler version): GRPO regrades the same program often."""
+    by sha256(source, compiler, flags, compiler version, sandbox level): GRPO regrades the same program often."""
     start = time.monotonic()
     key = _compile_cache_key(code, config)
     entry = cache_dir() / "judge" / key[:2] / key
