@@ -2,8 +2,10 @@
 
 This module is the only code that executes generated programs (see docs/judge.md for the threat model).
 Pipeline: completion -> extract_code -> compile (cached, precompiled <bits/stdc++.h>) -> one sandboxed
-process per test -> Verdict per test -> JudgeResult -> reward_from_result. judge_batch runs many
-programs on a thread pool; code_reward_func wraps it in TRL's reward-function signature.
+process per test (compiler and program see a minimal root: no user files) -> Verdict per test (CPU-time
+limits; the problem's compare rule or checker) -> JudgeResult -> reward_from_result. problem_judge_config
+gives each problem its own JudgeConfig; judge_batch runs many programs on a thread pool; code_reward_func
+wraps it in TRL's reward-function signature.
 """
 from __future__ import annotations
 
@@ -241,11 +243,7 @@ def _enter_minimal_root(run_dir: str, readonly: dict[str, str], host_ids: tuple[
     root) whose root holds only _ROOT_SHARED and devices, `readonly` (jail path -> host path), the run's
     work dir as /box (read-write, the new cwd) and an empty /tmp. pivot_root, then the old root is detached:
     /home, /root, the checkout, datasets and caches are no longer reachable by any path."""
-    if _IS_ROOT:
-        flags = _CLONE_NEWNS
-    else:
-        flags = _CLONE_NEWNS | _CLONE_NEWUSER
-    if _LIBC.unshare(flags):
+    if _LIBC.unshare(_CLONE_NEWNS if _IS_ROOT else _CLONE_NEWNS | _CLONE_NEWUSER):
         raise OSError(ctypes.get_errno(), "unshare mount namespace")
     if not _IS_ROOT:  # map ourselves to root in the new user namespace, which owns the new mount namespace
         for name, text in (("setgroups", "deny"), ("uid_map", f"0 {host_ids[0]} 1"), ("gid_map", f"0 {host_ids[1]} 1")):
