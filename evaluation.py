@@ -187,8 +187,8 @@ def judge_completions(problems: list[dict], completions: list[list[Completion]],
     into 0.0) is the only reward."""
     flat = [(p, j, c) for p, cs in zip(problems, completions) for j, c in enumerate(cs)]
     codes = [utils.extract_code(c.text) for _, _, c in flat]
-    results = utils.judge_batch([(code, data.all_tests(p), utils.problem_judge_config(p, judge_config))  # its limits,
-                                 for code, (p, _, _) in zip(codes, flat)], judge_config, progress=progress)  # compare, checker
+    results = utils.judge_batch([(code, data.all_tests(p), utils.problem_judge_config(p, judge_config))
+                                 for code, (p, _, _) in zip(codes, flat)], judge_config, progress=progress)
     return [
         {"id": p["id"], "sample": j, "completion": c.text, "code": code, "outcome": outcome(r),
          "verdict": r.verdict.value, "verdicts": [v.value for v in r.verdicts], "passed": r.passed, "total": r.total,
