@@ -247,7 +247,7 @@ def test_load_problems_is_deterministic():
     first = data.load_problems("sample", "train", max_samples=10, seed=1)
     assert [p["id"] for p in first] == [p["id"] for p in data.load_problems("sample", "train", 10, seed=1)]
     assert [p["id"] for p in first] != [p["id"] for p in data.load_problems("sample", "train", 10, seed=2)]
-    assert len(data.load_problems("sample", "train")) == 28 and len(data.load_problems("sample", "test")) == 12
+    assert len(data.load_problems("sample", "train")) == 29 and len(data.load_problems("sample", "test")) == 13
 
 
 def test_load_problems_from_path(tmp_path):
