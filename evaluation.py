@@ -192,15 +192,16 @@ def judge_completions(problems: list[dict], completions: list[list[Completion]],
     reward = reward or evaluation_reward()
     flat = [(p, j, c) for p, cs in zip(problems, completions) for j, c in enumerate(cs)]
     codes = [utils.extract_code(c.text) for _, _, c in flat]
-    results = utils.judge_batch([(code, data.all_tests(p)) for code, (p, _, _) in zip(codes, flat)], reward.judge,
-                                progress=progress)
+    configs = [utils.problem_judge_config(p, reward.judge) for p, _, _ in flat]
+    items = [(code, data.all_tests(p), config) for code, (p, _, _), config in zip(codes, flat, configs)]
+    results = utils.judge_batch(items, reward.judge, progress=progress)
     return [
         {"id": p["id"], "sample": j, "completion": c.text, "code": code, "outcome": outcome(r),
          "verdict": r.verdict.value, "verdicts": [v.value for v in r.verdicts], "passed": r.passed, "total": r.total,
          "compiled": r.compiled, "reward": reward.score(r, p.get("source", ""), p.get("difficulty", "")) + 0.0,
-         "completion_tokens": c.tokens,
-         "truncated": c.truncated, "message": r.message}
-        for (p, j, c), code, r in zip(flat, codes, results)
+         "completion_tokens": c.tokens, "truncated": c.truncated, "message": r.message,
+         "time_limit_s": config.time_limit_s, "compare": config.compare}
+        for (p, j, c), code, r, config in zip(flat, codes, results, configs)
     ]
 
 

@@ -180,7 +180,8 @@ def grpo_rows(ours: TinyLoraArguments, prompt: data.PromptSettings, tokenizer, s
         tests = utils.select_tests(data.all_tests(problem), ours.max_tests, ours.test_selection)
         if tests:
             rows.append({"prompt": messages, "tests": tests, "id": problem["id"],
-                         "source": problem.get("source", ""), "difficulty": problem.get("difficulty", "")})
+                         "source": problem.get("source", ""), "difficulty": problem.get("difficulty", ""),
+                         **{k: problem.get(k) for k in utils.PROBLEM_JUDGE_FIELDS}})
     print(f"data: {len(rows)} training problems ({too_long} dropped: prompt over {ours.max_prompt_length} tokens)")
     if not rows:
         data.cli_error("no training problems left; raise --max_prompt_length or check the dataset")

@@ -2,11 +2,14 @@
 
 This module is the only code that executes generated programs (see docs/judge.md for the threat model).
 Pipeline: completion -> extract_code -> compile (cached, precompiled <bits/stdc++.h>) -> one sandboxed
-process per test -> Verdict per test -> JudgeResult -> reward_from_result. judge_batch runs many
-programs on a thread pool; CodeReward wraps it in TRL's reward-function signature.
+process per test (compiler and program see a minimal root: no user files) -> Verdict per test (CPU-time
+limits; the problem's compare rule or checker) -> JudgeResult -> reward_from_result. problem_judge_config
+gives each problem its own JudgeConfig; judge_batch runs many programs on a thread pool; CodeReward wraps it
+in TRL's reward-function signature.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import enum
@@ -45,23 +48,65 @@ class Verdict(str, enum.Enum):
     NO_CODE = "NO_CODE"  # the completion contained no program
 
 
+COMPARE_RULES = ("tokens", "tokens_nocase", "exact", "float", "float:<eps>")
+
+
+def _compare_rule(how: str) -> tuple[str, float]:
+    """(mode, epsilon) of a compare rule; ValueError for anything else than COMPARE_RULES."""
+    if how in ("tokens", "tokens_nocase", "exact"):
+        return how, 0.0
+    if how == "float":
+        return "float", 1e-6
+    if how.startswith("float:"):
+        try:
+            eps = float(how[len("float:"):])
+        except ValueError:
+            eps = math.nan
+        if 0 < eps < math.inf:
+            return "float", eps
+    raise ValueError(f"unknown compare rule {how!r}: use one of {', '.join(COMPARE_RULES)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class JudgeConfig:
-    """Every limit the judge enforces, with the seed's values as defaults (g++ -O2 -std=c++17, 2 s)."""
-    time_limit_s: float = 2.0
+    """Every limit the judge enforces, with the seed's values as defaults (g++ -O2 -std=c++17, 2 s).
+    A problem's own limits, compare rule and checker come from problem_judge_config."""
+    time_limit_s: float = 2.0        # CPU seconds per test (the wall clock only stops sleepers: 2x + 1 s)
     memory_mb: int = 1024
     output_limit_bytes: int = 32 << 20
     compile_timeout_s: float = 10.0
     compile_memory_mb: int = 2048
     cxx: str = "g++"
     cxx_flags: tuple[str, ...] = ("-O2", "-std=c++17")
-    compare: str = "tokens"          # "tokens" | "exact" | "float"
+    compare: str = "tokens"          # one of COMPARE_RULES: tokens | tokens_nocase | exact | float | float:<eps>
+    checker: str | None = None       # C++ source of a testlib-style checker; replaces `compare` when set
+    checker_time_limit_s: float = 5.0
     max_tests: int = 10
     test_selection: str = "first"    # "first" | "longest"
     binary: bool = False             # stop at the first failing test (DeepCoder-style all-or-nothing)
     workers: int | None = None       # None = os.cpu_count()
     max_processes: int = 8           # RLIMIT_NPROC for the program's private uid (stops fork bombs)
     file_size_mb: int = 16           # RLIMIT_FSIZE: largest file the program may write in its work dir
+
+    def __post_init__(self) -> None:
+        _compare_rule(self.compare)  # a typo in a record or flag fails here, not as all-WA later
+
+
+# The fields of a problem record that decide how it is judged (problem_judge_config reads them).
+PROBLEM_JUDGE_FIELDS = ("time_limit_s", "memory_limit_mb", "compare", "checker")
+
+
+def problem_judge_config(problem: dict, base: JudgeConfig, *, max_time_limit_s: float | None = None,
+                         max_memory_mb: int | None = None) -> JudgeConfig:
+    """The JudgeConfig for one problem record: its `time_limit_s`, `memory_limit_mb`, `compare` and
+    `checker` where present (None or absent: the base's), the time and memory capped by the explicit run
+    flags max_time_limit_s / max_memory_mb when given. Everything else comes from `base`."""
+    time_limit = problem.get("time_limit_s") or base.time_limit_s
+    memory = problem.get("memory_limit_mb") or base.memory_mb
+    return dataclasses.replace(
+        base, time_limit_s=min(time_limit, max_time_limit_s or math.inf),
+        memory_mb=min(memory, max_memory_mb or memory), compare=problem.get("compare") or base.compare,
+        checker=problem.get("checker") or base.checker)
 
 
 @dataclasses.dataclass
@@ -87,30 +132,52 @@ def cache_dir() -> Path:
 # ---------------------------------------------------------------------------------------------------------
 
 _CPP_LANGS = {"cpp", "c++", "cc", "cxx", "c", ""}
-_FENCE = re.compile(r"^[ \t]*```[ \t]*([^\s`]*)[^\n`]*$")
+_FENCE = re.compile(r"^[ \t]*```[ \t]*([^`]*?)[ \t]*$")   # a line opening or closing a fenced block
+_GLUED_CLOSE = re.compile(r"^(.*\S)[ \t]*```[ \t]*$")      # "return 0; }```": code glued to the closing fence
 _MAIN = re.compile(r"\bmain\s*\(")
 _FREOPEN = re.compile(r"\bfreopen\s*\([^;]*?,\s*(stdin|stdout|stderr)\s*\)")
+
+
+def _opening_fence(info: str) -> tuple[str, str | None]:
+    """(language, code glued to the fence) of an opening fence's info string. Small models glue the first
+    line to the fence ("```#include <iostream>", "```cpp #include <bits/stdc++.h>"); a preprocessor line
+    is code, never a language tag."""
+    if info.startswith("#"):
+        return "", info
+    lang, _, rest = info.partition(" ")
+    rest = rest.strip()
+    return lang.lower(), rest if rest.startswith("#") else None
 
 
 def extract_code(completion: str) -> str | None:
     """The C++ program in a model completion, or None.
 
-    Fenced blocks tagged cpp/c++/cc/cxx/c or bare count; the last complete block that defines main
-    wins (models often show a sketch first and the final program last), then the last complete block.
-    A truncated completion (an opened fence never closed) is judged as written, from the fence to the
-    end: it usually fails to compile, which keeps "ran out of tokens" visible as CE instead of hiding
-    it as NO_CODE. Without fences, code starts at the first #include. <think> sections are ignored.
-    freopen(..., stdin/stdout) calls become the stream itself: problems use stdin/stdout.
+    Fenced blocks tagged cpp/c++/cc/cxx/c or bare count (also when code is glued to the opening or the
+    closing fence, or unfenced code from #include to a closing fence); the last complete block that defines main wins (models often show a sketch first and
+    the final program last), then the last complete block. A truncated completion (an opened fence never
+    closed) is judged as written, from the fence to the end: it usually fails to compile, which keeps "ran
+    out of tokens" visible as CE instead of hiding it as NO_CODE. Without usable fences, code starts at the
+    first #include and stops at the next fence. <think> sections are ignored. freopen(..., stdin/stdout)
+    calls become the stream itself: problems use stdin/stdout.
     """
     text = re.sub(r"<think>.*?</think>", "", completion, flags=re.DOTALL)
     text = text.split("<think>")[0]  # an unclosed <think> is reasoning cut off by the length limit
-    complete, open_block = [], None
+    complete, open_block, loose = [], None, []
     for line in text.splitlines():
         fence = _FENCE.match(line)
         if open_block is None:
-            if fence:
-                open_block = (fence.group(1).lower(), [])
+            start = next((i for i, s in enumerate(loose) if "#include" in s), None)
+            if fence and not fence.group(1) and start is not None:  # code whose opening fence was forgotten
+                complete.append(("", [loose[start][loose[start].index("#include"):], *loose[start + 1:]]))
+            elif fence:
+                lang, glued = _opening_fence(fence.group(1))
+                open_block = (lang, [glued] if glued else [])
+            loose = [] if fence else loose + [line]
         elif fence and not fence.group(1):
+            complete.append(open_block)
+            open_block = None
+        elif glued_close := _GLUED_CLOSE.match(line):
+            open_block[1].append(glued_close.group(1))
             complete.append(open_block)
             open_block = None
         else:
@@ -125,7 +192,7 @@ def extract_code(completion: str) -> str | None:
     elif blocks:
         code = blocks[-1]
     elif "#include" in text:
-        code = text[text.index("#include"):].strip()
+        code = text[text.index("#include"):].split("```", 1)[0].strip()
     else:
         return None
     return _FREOPEN.sub(r"\1", code)
@@ -135,31 +202,108 @@ def extract_code(completion: str) -> str | None:
 # Sandbox: the one function that starts untrusted processes
 # ---------------------------------------------------------------------------------------------------------
 
-_CLONE_NEWNS, _MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x00020000, 2, 4, 16384, 262144
-_WORLD_WRITABLE = [d for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") if os.path.isdir(d)]
+_CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 262144
+_MS_RELATIME, _MNT_DETACH = 1 << 21, 2
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine)
+# What a minimal root shows, read-only: the toolchain, system headers and libraries (merged-/usr symlinks are
+# recreated as symlinks), the dynamic loader's cache, compiler alternatives; plus a few device nodes.
+_ROOT_SHARED = [p for p in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache",
+                            "/etc/alternatives") if os.path.lexists(p)]
+_ROOT_DEVICES = [p for p in ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom") if os.path.exists(p)]
 _LIBC = ctypes.CDLL(None, use_errno=True)
 SANDBOX_UID_BASE, UIDS_PER_PROCESS = 1_000_000, 256  # programs run as a fresh uid from their judge's window
 _uid_counter = itertools.count()
 _IS_ROOT = os.geteuid() == 0
-_TMP_PREFIX = "tinylora-judge-"  # work dirs: tinylora-judge-<pid>-*, in the system temp dir
+_TMP_PREFIX = "tinylora-judge-"  # run dirs: tinylora-judge-<pid>-*, in the system temp dir
 _UNSHARE, _SETPRIV = shutil.which("unshare"), shutil.which("setpriv")
+SANDBOX_LEVELS = ("rlimits", "namespaces", "minimal_root")  # weakest to strongest; see docs/judge.md
 
 
-def _private_tmp() -> None:
-    """In the forked child (as root): a private mount namespace whose world-writable dirs are empty tmpfs,
-    so a program cannot leave files in the host's /tmp. The work dir stays reachable as the cwd."""
-    if _LIBC.unshare(_CLONE_NEWNS) or _LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None):
-        raise OSError(ctypes.get_errno(), "private mount namespace")
-    for d in _WORLD_WRITABLE:
-        if _LIBC.mount(b"tmpfs", d.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=16m,mode=1777"):
-            raise OSError(ctypes.get_errno(), f"tmpfs on {d}")
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, options: str | None = None) -> None:
+    enc = (lambda s: None if s is None else s.encode())
+    if _LIBC.mount(enc(source), enc(target), enc(fstype), flags, enc(options)):
+        raise OSError(ctypes.get_errno(), f"mount {source} on {target}")
+
+
+def _bind(source: str, target: str, readonly: bool) -> None:
+    """Bind-mount source on target (created to match), then make it read-only and nosuid. A remount must keep
+    the flags the source mount already has (the kernel locks them inside a user namespace), hence statvfs."""
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    _mount(source, target, None, _MS_BIND)
+    if readonly:
+        have = os.statvfs(source).f_flag
+        keep = have & (os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME | os.ST_NODIRATIME)
+        keep |= _MS_RELATIME if have & os.ST_RELATIME else 0
+        _mount(None, target, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | keep)
+
+
+def _enter_minimal_root(run_dir: str, readonly: dict[str, str], host_ids: tuple[int, int]) -> None:
+    """In the forked child, before exec: a private mount namespace (inside a new user namespace when not
+    root) whose root holds only _ROOT_SHARED and devices, `readonly` (jail path -> host path), the run's
+    work dir as /box (read-write, the new cwd) and an empty /tmp. pivot_root, then the old root is detached:
+    /home, /root, the checkout, datasets and caches are no longer reachable by any path."""
+    if _LIBC.unshare(_CLONE_NEWNS if _IS_ROOT else _CLONE_NEWNS | _CLONE_NEWUSER):
+        raise OSError(ctypes.get_errno(), "unshare mount namespace")
+    if not _IS_ROOT:  # map ourselves to root in the new user namespace, which owns the new mount namespace
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {host_ids[0]} 1"), ("gid_map", f"0 {host_ids[1]} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    new = os.path.join(run_dir, "root")
+    _mount("tmpfs", new, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
+    for path in _ROOT_SHARED:
+        if os.path.islink(path):
+            os.makedirs(os.path.dirname(new + path), exist_ok=True)
+            os.symlink(os.readlink(path), new + path)
+        else:
+            _bind(path, new + path, readonly=True)
+    for path in _ROOT_DEVICES:
+        _bind(path, new + path, readonly=False)
+    for jail_path, host_path in readonly.items():
+        _bind(host_path, new + jail_path, readonly=True)
+    _bind(os.path.join(run_dir, "box"), new + "/box", readonly=False)
+    os.mkdir(new + "/tmp")
+    _mount("tmpfs", new + "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "size=64m,mode=1777")
+    os.chdir(new)
+    if _SYS_PIVOT_ROOT is None or _LIBC.syscall(_SYS_PIVOT_ROOT, b".", b"."):
+        raise OSError(ctypes.get_errno(), "pivot_root")
+    if _LIBC.umount2(b".", _MNT_DETACH):  # the old root, stacked under the new one
+        raise OSError(ctypes.get_errno(), "detach old root")
+    _mount(None, "/", None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+    os.chdir("/box")
 
 
 def _namespace_prefix(features: dict) -> list[str]:
+    """`unshare` for the net/ipc/uts/pid namespaces; as non-root also a user namespace, unless the minimal
+    root already made one (whose root may create the others; it has no /proc for a nested uid map)."""
     if not features["pid_namespace"]:
         return []
-    user = [] if _IS_ROOT else ["--user", "--map-root-user"]
+    user = [] if _IS_ROOT or features["minimal_root"] else ["--user", "--map-root-user"]
     return [_UNSHARE, *user, "--net", "--ipc", "--uts", "--pid", "--fork", "--kill-child", "--"]
+
+
+@contextlib.contextmanager
+def _run_dir(owner: int | None = None):
+    """A private directory per sandboxed run, removed afterwards: box/ is the work dir the process sees
+    (as /box in a minimal root), root/ the empty mount point its minimal root is built on."""
+    run_dir = tempfile.mkdtemp(prefix=_TMP_PREFIX + str(os.getpid()) + "-")
+    try:
+        os.mkdir(os.path.join(run_dir, "box"))
+        os.mkdir(os.path.join(run_dir, "root"))
+        if owner is not None:
+            os.chown(os.path.join(run_dir, "box"), owner, owner)
+        yield run_dir
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _box(run_dir: str, name: str = "") -> str:
+    return os.path.join(run_dir, "box", name)
 
 
 @dataclasses.dataclass
@@ -168,24 +312,26 @@ class _Run:
     stdout: bytes
     stderr: bytes           # the first few KiB only
     wall_s: float
-    cpu_s: float
+    cpu_s: float            # user + sys of the process and every descendant it waited for
     maxrss_bytes: int       # 0 when unknown (see _sandboxed)
-    timed_out: bool
+    timed_out: bool         # the wall-clock safety net fired
     output_exceeded: bool
 
 
-def _sandboxed(argv: list[str], cwd: str, stdin: bytes, *, wall_s: float, memory_bytes: int, output_cap: int,
-               stderr_cap: int = 4096, uid: int | None = None, nproc: int | None = None,
-               fsize_bytes: int = 16 << 20, env: dict | None = None) -> _Run:
-    """Run argv with every limit applied; kill its whole process tree at the deadline.
+def _sandboxed(argv: list[str], run_dir: str, stdin: bytes, *, cpu_s: float, wall_s: float, memory_bytes: int,
+               output_cap: int, stderr_cap: int = 4096, uid: int | None = None, nproc: int | None = None,
+               fsize_bytes: int = 16 << 20, env: dict | None = None, readonly: dict[str, str] | None = None) -> _Run:
+    """Run argv in run_dir's box with every limit applied; kill its whole process tree at the wall deadline.
 
     New session (so one killpg reaches every descendant that stayed in it), empty environment, stdin
-    from a memfd, stdout read up to output_cap (the runner's memory stays bounded), rlimits in the child,
-    and when available: new net/ipc/uts/pid namespaces (the pid namespace dies with the program, taking
-    daemons along), a private /tmp, and a private uid so RLIMIT_NPROC counts only this program.
+    from a memfd, stdout read up to output_cap (the runner's memory stays bounded), rlimits in the child
+    (RLIMIT_CPU at the CPU limit rounded up to a second: the kernel kills a spinning program), and when
+    available: a minimal root (see _enter_minimal_root; `readonly` adds mounts to it), new
+    net/ipc/uts/pid namespaces (the pid namespace dies with the program, taking daemons along) and a
+    private uid so RLIMIT_NPROC counts only this program.
     """
     features = sandbox_features()
-    limits = [(resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_CPU, math.ceil(wall_s) + 1),
+    limits = [(resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_CPU, max(1, math.ceil(cpu_s))),
               (resource.RLIMIT_FSIZE, fsize_bytes), (resource.RLIMIT_CORE, 0),
               (resource.RLIMIT_STACK, min(memory_bytes, 1 << 30)), (resource.RLIMIT_NOFILE, 64)]
     if nproc is not None and uid is not None:
@@ -193,11 +339,11 @@ def _sandboxed(argv: list[str], cwd: str, stdin: bytes, *, wall_s: float, memory
     prefix = _namespace_prefix(features)
     if uid is not None:
         prefix += [_SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
-    private_tmp = features["private_tmp"]
+    minimal_root, host_ids = features["minimal_root"], (os.getuid(), os.getgid())
 
     def child_setup() -> None:  # runs between fork and exec: keep it to syscalls
-        if private_tmp:
-            _private_tmp()
+        if minimal_root:
+            _enter_minimal_root(run_dir, readonly or {}, host_ids)
         for res, value in limits:
             resource.setrlimit(res, (value, value))
 
@@ -209,8 +355,9 @@ def _sandboxed(argv: list[str], cwd: str, stdin: bytes, *, wall_s: float, memory
     os.lseek(stdin_fd, 0, os.SEEK_SET)
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(prefix + argv, cwd=cwd, env=env or {}, stdin=stdin_fd, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=child_setup)
+        proc = subprocess.Popen(prefix + argv, cwd=_box(run_dir), env=env or {}, stdin=stdin_fd,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                preexec_fn=child_setup)
     finally:
         os.close(stdin_fd)
     out, err = bytearray(), bytearray()
@@ -275,26 +422,41 @@ def _kill_uid(uid: int) -> None:
     os.waitpid(pid, 0)
 
 
+def _probe(features: dict) -> bool:
+    """Whether /bin/true runs under `features` (the sandbox as _sandboxed would set it up)."""
+    true = shutil.which("true") or "/bin/true"
+    with _run_dir() as run_dir:
+        try:
+            subprocess.run(_namespace_prefix(features) + [true], cwd=_box(run_dir), env={}, capture_output=True,
+                           timeout=10, check=True, preexec_fn=(lambda: _enter_minimal_root(
+                               run_dir, {}, (os.getuid(), os.getgid()))) if features["minimal_root"] else None)
+            return True
+        except (OSError, subprocess.SubprocessError):
+            return False
+
+
 @functools.lru_cache(maxsize=None)
 def sandbox_features() -> dict:
     """Which isolation this kernel allows, probed once per process by actually starting /bin/true.
 
     pid_namespace/net_namespace: `unshare` works (as root, or via a user namespace otherwise);
-    private_tmp: a private mount namespace with empty /tmp (root only); private_uid: programs run as a
-    fresh unprivileged uid (root only), which makes RLIMIT_NPROC effective against fork bombs.
+    minimal_root: programs and the compiler see only the toolchain, system libraries and their work dir
+    (bind mounts + pivot_root; as non-root inside a user namespace), and an empty private /tmp (so
+    private_tmp too); private_uid: programs run as a fresh unprivileged uid (root only), which makes
+    RLIMIT_NPROC effective against fork bombs. level: the strongest of SANDBOX_LEVELS reached.
+    Anything short of minimal_root is logged once as a warning: programs can then read the test answers.
     """
     features = {"root": _IS_ROOT, "pid_namespace": False, "net_namespace": False, "private_tmp": False,
-                "private_uid": _IS_ROOT and _SETPRIV is not None}
+                "minimal_root": False, "private_uid": _IS_ROOT and _SETPRIV is not None}
     if _UNSHARE:
-        probe = _namespace_prefix({"pid_namespace": True}) + [shutil.which("true") or "/bin/true"]
-        ok = subprocess.run(probe, env={}, capture_output=True, timeout=10).returncode == 0
-        features["pid_namespace"] = features["net_namespace"] = ok
-    if _IS_ROOT:
-        try:
-            subprocess.run([shutil.which("true") or "/bin/true"], preexec_fn=_private_tmp, check=True, timeout=10)
-            features["private_tmp"] = True
-        except (OSError, subprocess.SubprocessError):
-            pass
+        features["pid_namespace"] = features["net_namespace"] = _probe({"pid_namespace": True, "minimal_root": False})
+    features["minimal_root"] = features["private_tmp"] = _probe({**features, "minimal_root": True})
+    features["level"] = ("minimal_root" if features["minimal_root"] else
+                         "namespaces" if features["pid_namespace"] else "rlimits")
+    if not features["minimal_root"]:
+        logger.warning("judge sandbox level %r: could not build a minimal root, so generated programs and the "
+                       "compiler can read every file this user can read, expected outputs included "
+                       "(see docs/judge.md, 'Running it stricter')", features["level"])
     return features
 
 
@@ -387,13 +549,15 @@ def _uses_pch(code: str) -> bool:
 
 
 def _compile_cache_key(code: str, config: JudgeConfig) -> str:
-    return hashlib.sha256(json.dumps([code, config.cxx, config.cxx_flags,
-                                      compiler_version(config.cxx)]).encode()).hexdigest()
+    """The sandbox level is part of the key: a binary built where the compiler could see user files
+    (`.incbin` of the answers) must not be reused by a judge that isolates it."""
+    return hashlib.sha256(json.dumps([code, config.cxx, config.cxx_flags, compiler_version(config.cxx),
+                                      sandbox_features()["level"]]).encode()).hexdigest()
 
 
 def compile_program(code: str, config: JudgeConfig = JudgeConfig()) -> tuple[Path | None, str, float]:
     """(executable or None, sanitised message, seconds). Results, failures included, are cached on disk
-    by sha256(source, compiler, flags, compiler version): GRPO regrades the same program often."""
+    by sha256(source, compiler, flags, compiler version, sandbox level): GRPO regrades the same program often."""
     start = time.monotonic()
     key = _compile_cache_key(code, config)
     entry = cache_dir() / "judge" / key[:2] / key
@@ -403,19 +567,22 @@ def compile_program(code: str, config: JudgeConfig = JudgeConfig()) -> tuple[Pat
             return (path, "", time.monotonic() - start) if path == entry else \
                    (None, path.read_text(), time.monotonic() - start)
     pch = _pch_dir(config) if _uses_pch(code) else None
-    work = tempfile.mkdtemp(prefix=_TMP_PREFIX + str(os.getpid()) + "-")
-    try:
-        Path(work, "solution.cpp").write_text(code)
-        argv = [config.cxx, *config.cxx_flags, *(["-I", str(pch)] if pch else []), "solution.cpp", "-o", "prog"]
-        run = _sandboxed(argv, work, b"", wall_s=config.compile_timeout_s, memory_bytes=config.compile_memory_mb << 20,
-                         output_cap=1 << 16, stderr_cap=1 << 16, fsize_bytes=1 << 30,
-                         env={**_COMPILE_ENV, "TMPDIR": work})
+    # In a minimal root the precompiled headers are mounted read-only at /pch; otherwise used in place.
+    jailed = sandbox_features()["minimal_root"]
+    pch_arg = ("/pch" if jailed else str(pch)) if pch else None
+    with _run_dir() as run_dir:
+        Path(_box(run_dir, "solution.cpp")).write_text(code)
+        argv = [config.cxx, *config.cxx_flags, *(["-I", pch_arg] if pch else []), "solution.cpp", "-o", "prog"]
+        run = _sandboxed(argv, run_dir, b"", cpu_s=config.compile_timeout_s, wall_s=config.compile_timeout_s,
+                         memory_bytes=config.compile_memory_mb << 20, output_cap=1 << 16, stderr_cap=1 << 16,
+                         fsize_bytes=1 << 30, env={**_COMPILE_ENV, "TMPDIR": "/box" if jailed else _box(run_dir)},
+                         readonly={"/pch": str(pch)} if pch else None)
         entry.parent.mkdir(parents=True, exist_ok=True)
         if run.returncode == 0 and not run.timed_out:
-            shutil.move(os.path.join(work, "prog"), f"{entry}.tmp{threading.get_ident()}")
+            shutil.move(_box(run_dir, "prog"), f"{entry}.tmp{threading.get_ident()}")
             os.replace(f"{entry}.tmp{threading.get_ident()}", entry)
             return entry, "", time.monotonic() - start
-        if run.timed_out:
+        if run.timed_out or run.cpu_s >= config.compile_timeout_s:
             message = f"compile timeout ({config.compile_timeout_s:g} s)"
         elif b"memory exhausted" in run.stderr or b"out of memory" in run.stderr or run.returncode < 0:
             message = f"compiler ran out of memory or was killed ({config.compile_memory_mb} MB limit)"
@@ -423,8 +590,6 @@ def compile_program(code: str, config: JudgeConfig = JudgeConfig()) -> tuple[Pat
             message = _sanitize(run.stderr)
         entry.with_suffix(".ce").write_text(message)
         return None, message, time.monotonic() - start
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _prune_cache(max_bytes: int = 2 << 30) -> None:
@@ -444,69 +609,99 @@ def _prune_cache(max_bytes: int = 2 << 30) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 _INT = re.compile(rb"[+-]?\d+")
-
-
 def outputs_match(actual: bytes, expected: str, how: str = "tokens") -> bool:
     """tokens: whitespace-separated tokens equal (CRLF, trailing spaces, blank lines ignored).
+    tokens_nocase: tokens equal ignoring ASCII case ("YES", "Yes", "yes" alike).
     exact: the seed's rule, whole output stripped then equal (CRLF normalised to LF).
-    float: tokens, but non-integer numbers match within 1e-6 absolute or relative; integers exactly.
+    float:<eps> (float = float:1e-6): tokens, but numbers match within eps absolute or relative, except
+    that two integers must be equal; words compare exactly.
     Bytes are compared, so non-UTF-8 output is judged, never crashes the judge."""
+    mode, eps = _compare_rule(how)
     want = expected.encode("utf-8", "surrogateescape")
-    if how == "exact":
+    if mode == "exact":
         return actual.replace(b"\r\n", b"\n").strip() == want.replace(b"\r\n", b"\n").strip()
     got, ref = actual.split(), want.split()
-    if how == "tokens":
+    if mode == "tokens":
         return got == ref
-    if how != "float":
-        raise ValueError(f"unknown compare mode {how!r}: use tokens, exact or float")
-    return len(got) == len(ref) and all(g == r or _close(g, r) for g, r in zip(got, ref))
+    if mode == "tokens_nocase":
+        return [g.lower() for g in got] == [r.lower() for r in ref]
+    return len(got) == len(ref) and all(g == r or _close(g, r, eps) for g, r in zip(got, ref))
 
 
-def _close(got: bytes, ref: bytes) -> bool:
+def _close(got: bytes, ref: bytes, eps: float) -> bool:
     if _INT.fullmatch(got) and _INT.fullmatch(ref):
         return False  # two different integers: never "close"
     try:
         a, b = float(got), float(ref)
     except ValueError:
         return False
-    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-6 * max(1.0, abs(b))
+    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= eps * max(1.0, abs(b))
 
 
-def _classify(run: _Run, config: JudgeConfig, expected: str) -> Verdict:
-    """Verdict of one run. MLE heuristic: the program failed (nonzero exit or signal) and either
-    reported std::bad_alloc (what new throws once RLIMIT_AS is hit) or its peak RSS reached 90% of the
-    limit (known only while the judging process itself is smaller than that); a failed malloc that is then
-    dereferenced shows as RE. CPU-limit kills count as TLE."""
+def _failure(run: _Run, config: JudgeConfig) -> Verdict | None:
+    """The verdict of a run that did not finish cleanly, or None when it exited 0 within its limits (then
+    its output decides). TLE is decided on CPU time (user + sys, waited-for children included), so a busy
+    machine does not turn a correct program into TLE; the wall clock (config.wall_limit_s) is only a safety
+    net (2 x limit + 1 s, see _run_exe) for sleeping or blocked programs. MLE heuristic: the program failed (nonzero exit or signal) and
+    either reported std::bad_alloc (what new throws once RLIMIT_AS is hit) or its peak RSS reached 90% of
+    the limit (known only while the judging process itself is smaller than that); a failed malloc that is
+    then dereferenced shows as RE."""
     if run.timed_out:
         return Verdict.TLE
     if run.output_exceeded:
         return Verdict.OLE
-    if run.returncode in (-signal.SIGXCPU, -signal.SIGKILL) and run.cpu_s >= math.ceil(config.time_limit_s):
+    if run.cpu_s > config.time_limit_s:
         return Verdict.TLE
     if run.returncode != 0:
         memory = config.memory_mb << 20
         return Verdict.MLE if b"bad_alloc" in run.stderr or run.maxrss_bytes >= 0.9 * memory else Verdict.RE
-    return Verdict.OK if outputs_match(run.stdout, expected, config.compare) else Verdict.WA
+    return None
 
 
-def run_test(exe: Path, test: dict, config: JudgeConfig = JudgeConfig()) -> tuple[Verdict, float]:
-    """Run one test in a fresh process and private work dir; (verdict, wall seconds)."""
+def _run_exe(exe: Path, config: JudgeConfig, stdin: bytes, *, cpu_s: float, output_cap: int,
+             args: tuple[str, ...] = (), files: dict[str, bytes] | None = None) -> _Run:
+    """Run a compiled program (a hard link to its cache entry) in a fresh run dir, as a fresh uid when root;
+    `files` are written into its work dir first (read-only for it)."""
     uid = _next_uid() if sandbox_features()["private_uid"] else None
-    work = tempfile.mkdtemp(prefix=_TMP_PREFIX + str(os.getpid()) + "-")
-    try:
+    with _run_dir(owner=uid) as run_dir:
         try:
-            os.link(exe, os.path.join(work, "prog"))  # the cache dir may not be reachable for the program's uid
+            os.link(exe, _box(run_dir, "prog"))  # the cache dir may not be reachable for the program's uid
         except OSError:
-            shutil.copy2(exe, os.path.join(work, "prog"))
-        if uid is not None:
-            os.chown(work, uid, uid)
-        run = _sandboxed(["./prog"], work, str(test.get("input", "")).encode("utf-8", "surrogateescape"),
-                         wall_s=config.time_limit_s, memory_bytes=config.memory_mb << 20,
-                         output_cap=config.output_limit_bytes, uid=uid, nproc=config.max_processes,
-                         fsize_bytes=config.file_size_mb << 20)
-        return _classify(run, config, str(test.get("output", ""))), run.wall_s
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            shutil.copy2(exe, _box(run_dir, "prog"))
+        for name, content in (files or {}).items():
+            Path(_box(run_dir, name)).write_bytes(content)
+        return _sandboxed(["./prog", *args], run_dir, stdin, cpu_s=cpu_s, wall_s=2 * cpu_s + 1.0,
+                          memory_bytes=config.memory_mb << 20, output_cap=output_cap, uid=uid,
+                          nproc=config.max_processes, fsize_bytes=config.file_size_mb << 20)
+
+
+def _checker_accepts(checker: Path, test_input: bytes, output: bytes, answer: bytes, config: JudgeConfig) -> bool:
+    """Run the problem's checker in the same sandbox, testlib style: `checker input output answer` where
+    output is the program's and answer the expected one; exit 0 accepts, 1 or 2 (testlib's WA and
+    presentation error) reject. Anything else is a broken checker: logged as an error, judged as WA."""
+    run = _run_exe(checker, config, b"", cpu_s=config.checker_time_limit_s, output_cap=1 << 16,
+                   args=("input.txt", "output.txt", "answer.txt"),
+                   files={"input.txt": test_input, "output.txt": output, "answer.txt": answer})
+    if run.returncode in (0, 1, 2) and not run.timed_out:
+        return run.returncode == 0
+    logger.error("checker failed (exit %s%s): %s", run.returncode, ", timed out" if run.timed_out else "",
+                 run.stderr[:300].decode("utf-8", "replace"))
+    return False
+
+
+def run_test(exe: Path, test: dict, config: JudgeConfig = JudgeConfig(),
+             checker: Path | None = None) -> tuple[Verdict, float]:
+    """Run one test in a fresh process and private run dir; (verdict, wall seconds). With a compiled
+    `checker` (config.checker), the checker decides whether the output is right, else config.compare."""
+    stdin = str(test.get("input", "")).encode("utf-8", "surrogateescape")
+    expected = str(test.get("output", ""))
+    run = _run_exe(exe, config, stdin, cpu_s=config.time_limit_s, output_cap=config.output_limit_bytes)
+    verdict = _failure(run, config)
+    if verdict is None:
+        right = (_checker_accepts(checker, stdin, run.stdout, expected.encode("utf-8", "surrogateescape"), config)
+                 if checker else outputs_match(run.stdout, expected, config.compare))
+        verdict = Verdict.OK if right else Verdict.WA
+    return verdict, run.wall_s
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -526,10 +721,11 @@ def select_tests(tests: list[dict], max_tests: int, how: str = "first") -> list[
     return [tests[i] for i in sorted(keep)]
 
 
-def _run_all(exe: Path, tests: list[dict], config: JudgeConfig, compile_s: float) -> JudgeResult:
+def _run_all(exe: Path, tests: list[dict], config: JudgeConfig, compile_s: float,
+             checker: Path | None) -> JudgeResult:
     verdicts, run_s = [], 0.0
     for test in tests:
-        verdict, seconds = run_test(exe, test, config)
+        verdict, seconds = run_test(exe, test, config, checker)
         verdicts.append(verdict)
         run_s += seconds
         if config.binary and verdict is not Verdict.OK:
@@ -539,47 +735,66 @@ def _run_all(exe: Path, tests: list[dict], config: JudgeConfig, compile_s: float
     return JudgeResult(True, verdicts, passed, len(tests), overall, compile_s, run_s)
 
 
+def _compile_settings(config: JudgeConfig) -> JudgeConfig:
+    """Only what compiling depends on, so programs judged under different run limits compile once."""
+    return JudgeConfig(cxx=config.cxx, cxx_flags=config.cxx_flags, compile_timeout_s=config.compile_timeout_s,
+                       compile_memory_mb=config.compile_memory_mb)
+
+
 def judge_program(code: str | None, tests: list[dict], config: JudgeConfig = JudgeConfig()) -> JudgeResult:
     """Compile code and run it on (the selected) tests."""
     return judge_batch([(code, tests)], config)[0]
 
 
-def judge_batch(items: list[tuple[str | None, list[dict]]], config: JudgeConfig = JudgeConfig(),
-                progress: bool = False) -> list[JudgeResult]:
-    """Judge many (code, tests) pairs on a thread pool sized to the machine's cores.
+def judge_batch(items: list[tuple[str | None, list[dict]] | tuple[str | None, list[dict], JudgeConfig]],
+                config: JudgeConfig = JudgeConfig(), progress: bool = False) -> list[JudgeResult]:
+    """Judge many (code, tests) pairs on a thread pool sized to config.workers (default: every core).
 
-    Identical programs are compiled once and identical (program, tests) pairs run once per batch, as
-    GRPO groups often repeat a completion. Threads suffice: the work happens in child processes.
+    An item may carry its own JudgeConfig as a third element (a problem's limits, compare rule and
+    checker: see problem_judge_config); items without one use `config`. Identical programs are compiled
+    once and identical (program, tests, config) triples run once per batch, as GRPO groups often repeat a
+    completion. A checker that does not compile is a data error: ValueError. Threads suffice: the work
+    happens in child processes.
     """
     from tqdm import tqdm
 
-    selected = [select_tests(list(tests), config.max_tests, config.test_selection) for _, tests in items]
-    codes = sorted({code for code, _ in items if code})
+    configs = [item[2] if len(item) > 2 else config for item in items]
+    selected = [select_tests(list(item[1]), c.max_tests, c.test_selection) for item, c in zip(items, configs)]
+    sources = sorted({(item[0], _compile_settings(c)) for item, c in zip(items, configs) if item[0]}, key=str)
+    checkers = sorted({(c.checker, _compile_settings(c)) for c in configs if c.checker}, key=str)
     workers = config.workers or os.cpu_count() or 1
     sandbox_features()  # probe once, before threads start forking
-    if any(map(_uses_pch, codes)):
-        _pch_dir(config)  # build it once here rather than racing to build it from every worker
+    for settings in {s for code, s in sources + checkers if _uses_pch(code)}:
+        _pch_dir(settings)  # build it once here rather than racing to build it from every worker
     with ThreadPoolExecutor(workers) as pool:
-        compiled = dict(zip(codes, tqdm(pool.map(lambda c: compile_program(c, config), codes), total=len(codes),
-                                        desc="compile", disable=not progress)))
+        compiled = dict(zip(sources + checkers, tqdm(pool.map(lambda job: compile_program(*job), sources + checkers),
+                                                     total=len(sources + checkers), desc="compile",
+                                                     disable=not progress)))
+        broken = [message for job, (exe, message, _) in compiled.items() if job in checkers and exe is None]
+        if broken:
+            raise ValueError(f"a problem's checker does not compile: {broken[0]}")
         jobs: dict[tuple, object] = {}
-        for (code, _), tests in zip(items, selected):
-            key = (code, json.dumps(tests, sort_keys=True))
-            if code and compiled[code][0] and key not in jobs:
-                jobs[key] = pool.submit(_run_all, compiled[code][0], tests, config, compiled[code][2])
+        for item, tests, c in zip(items, selected, configs):
+            exe, _, compile_s = compiled.get((item[0], _compile_settings(c)), (None, "", 0.0))
+            key = (item[0], json.dumps(tests, sort_keys=True), c)
+            if exe and key not in jobs:
+                checker = compiled[(c.checker, _compile_settings(c))][0] if c.checker else None
+                jobs[key] = pool.submit(_run_all, exe, tests, c, compile_s, checker)
         for future in tqdm(list(jobs.values()), desc="run", disable=not progress):
             future.result()
-    if codes:
+    if sources:
         _prune_cache()
     results = []
-    for (code, _), tests in zip(items, selected):
+    for item, tests, c in zip(items, selected, configs):
+        code = item[0]
         if not code:
             results.append(JudgeResult(False, [], 0, len(tests), Verdict.NO_CODE, message="no code found"))
-        elif compiled[code][0] is None:
-            exe, message, seconds = compiled[code]
+            continue
+        exe, message, seconds = compiled[(code, _compile_settings(c))]
+        if exe is None:
             results.append(JudgeResult(False, [], 0, len(tests), Verdict.CE, seconds, 0.0, message))
         else:
-            result = jobs[(code, json.dumps(tests, sort_keys=True))].result()
+            result = jobs[(code, json.dumps(tests, sort_keys=True), c)].result()
             results.append(JudgeResult(**{**result.__dict__, "verdicts": list(result.verdicts)}))
     return results
 
@@ -669,7 +884,10 @@ class CodeReward:
         codes = [extract_code(_completion_text(c)) for c in completions]
         # a whole problem record's {"public", "private", "generated"} also works
         test_lists = [data.all_tests({"tests": t}) if isinstance(t, dict) else list(t) for t in tests]
-        results = judge_batch(list(zip(codes, test_lists)), self.judge)
+        # each row's own limits, compare rule and checker (training rows carry the record's PROBLEM_JUDGE_FIELDS)
+        problems = [{k: (kwargs.get(k) or [None] * n)[i] for k in PROBLEM_JUDGE_FIELDS} for i in range(n)]
+        results = judge_batch([(code, t, problem_judge_config(p, self.judge))
+                               for code, t, p in zip(codes, test_lists, problems)], self.judge)
         sources, difficulties = kwargs.get("source") or [""] * n, kwargs.get("difficulty") or [""] * n
         rewards = [self.score(r, s, d) for r, s, d in zip(results, sources, difficulties)]
         hist = Counter(r.verdict.value for r in results)

@@ -64,8 +64,9 @@ def probe_logits(model, ids):
 def check_toolchain(ctx: Context) -> str:
     cxx = shutil.which(ctx.args.cxx)
     check(cxx is not None, f"C++ compiler {ctx.args.cxx!r} not found")
-    features = [name for name, on in utils.sandbox_features().items() if on and name != "root"]
-    return f"{utils.compiler_version(cxx)}; sandbox: {', '.join(features) or 'rlimits only (see docs/judge.md)'}"
+    features = utils.sandbox_features()
+    enabled = [name for name, on in features.items() if on is True and name != "root"]
+    return f"{utils.compiler_version(cxx)}; sandbox {features['level']}: {', '.join(enabled) or 'see docs/judge.md'}"
 
 
 def check_judge(ctx: Context) -> str:

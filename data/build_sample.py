@@ -5,7 +5,8 @@
 Expected outputs are computed by compiling and running the reference solution solutions/<name>.cpp (our own,
 trusted code; generated programs only ever run through utils.judge_program). The build refuses to write if a
 reference crashes or if the deliberately wrong variant wrong/<name>.cpp passes every test, i.e. the tests would
-not catch its bug.
+not catch its bug. A problem with several right answers names a checker (checkers/<name>.cpp, stored in the record's
+`checker` field) that decides instead of token comparison.
 """
 from __future__ import annotations
 
@@ -44,8 +45,26 @@ def compile_and_run(source: Path, inputs: list[str], workdir: Path, cxx: str) ->
     return outputs
 
 
+def checker_accepts(checker: Path, inputs: list[str], outputs: list[str | None], answers: list[str],
+                    workdir: Path, cxx: str) -> list[bool]:
+    """Whether the (trusted, shipped) checker accepts each output, testlib style: checker input output answer."""
+    binary = workdir / "checkers" / checker.stem
+    binary.parent.mkdir(exist_ok=True)
+    build = subprocess.run([cxx, "-O2", "-std=c++17", "-o", str(binary), str(checker)], capture_output=True, text=True)
+    if build.returncode != 0:
+        raise ValueError(f"{checker} does not compile: {build.stderr.strip().splitlines()[:1]}")
+    verdicts = []
+    for k, (stdin, output, answer) in enumerate(zip(inputs, outputs, answers)):
+        files = [workdir / f"{checker.stem}.{k}.{part}" for part in ("in", "out", "ans")]
+        for path, text in zip(files, (stdin, output or "", answer)):
+            path.write_text(text)
+        verdicts.append(output is not None and subprocess.run([str(binary), *map(str, files)], timeout=5).returncode == 0)
+    return verdicts
+
+
 def build_problem(spec: dict, workdir: Path, cxx: str) -> dict:
-    """One record from a problems.yaml entry, after checking the reference and the wrong variant."""
+    """One record from a problems.yaml entry, after checking the reference and the wrong variant (with the
+    problem's checker when it has one: the checker must accept the reference and reject the wrong variant)."""
     name, inputs = spec["name"], spec["tests"]
     if len(inputs) < MIN_TESTS:
         raise ValueError(f"{name}: {len(inputs)} tests, need at least {MIN_TESTS}")
@@ -53,14 +72,23 @@ def build_problem(spec: dict, workdir: Path, cxx: str) -> dict:
     if None in expected:
         raise ValueError(f"{name}: reference solution failed on test {expected.index(None) + 1}")
     wrong = compile_and_run(SAMPLE / "wrong" / f"{name}.cpp", inputs, workdir, cxx)
-    if all(w is not None and w.split() == e.split() for w, e in zip(wrong, expected)):
+    extra = {}
+    if "checker" in spec:
+        checker = SAMPLE / spec["checker"]
+        if not all(checker_accepts(checker, inputs, expected, expected, workdir, cxx)):
+            raise ValueError(f"{name}: {spec['checker']} rejects the reference solution's own output")
+        wrong_passes = all(checker_accepts(checker, inputs, wrong, expected, workdir, cxx))
+        extra["checker"] = checker.read_text()
+    else:
+        wrong_passes = all(w is not None and w.split() == e.split() for w, e in zip(wrong, expected))
+    if wrong_passes:
         raise ValueError(f"{name}: wrong/{name}.cpp passes every test; add a test that catches it")
     tests = [{"input": i, "output": o} for i, o in zip(inputs, expected)]
     n_public = spec.get("public", 2)
     return data.make_problem(
         f"sample/{name}", "sample", spec["split"], spec["title"], spec["statement"],
         {"public": tests[:n_public], "private": tests[n_public:]}, time_limit_s=1.0, memory_limit_mb=256,
-        source="sample", difficulty=spec["difficulty"], tags=spec["tags"])
+        source="sample", difficulty=spec["difficulty"], tags=spec["tags"], **extra)
 
 
 def main(argv: list[str] | None = None) -> None:

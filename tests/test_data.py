@@ -367,7 +367,7 @@ def test_load_problems_is_deterministic():
     first = data.load_problems("sample", "train", max_samples=10, seed=1)
     assert [p["id"] for p in first] == [p["id"] for p in data.load_problems("sample", "train", 10, seed=1)]
     assert [p["id"] for p in first] != [p["id"] for p in data.load_problems("sample", "train", 10, seed=2)]
-    assert len(data.load_problems("sample", "train")) == 28 and len(data.load_problems("sample", "test")) == 12
+    assert len(data.load_problems("sample", "train")) == 29 and len(data.load_problems("sample", "test")) == 13
 
 
 def test_load_problems_from_path(tmp_path):
@@ -424,13 +424,14 @@ def test_sample_set_shape():
 
 
 def test_sample_references_pass_and_wrong_variants_fail():
-    from utils import JudgeConfig, Verdict, judge_batch
+    from utils import JudgeConfig, Verdict, judge_batch, problem_judge_config
 
     problems = data.load_problems("sample", "train") + data.load_problems("sample", "test")
     names = [p["id"].split("/")[1] for p in problems]
-    items = [((SAMPLE / kind / f"{n}.cpp").read_text(), data.all_tests(p))
+    items = [((SAMPLE / kind / f"{n}.cpp").read_text(), data.all_tests(p),
+              problem_judge_config(p, JudgeConfig(max_tests=100)))  # its limits and, where it has one, its checker
              for kind in ("solutions", "wrong") for n, p in zip(names, problems)]
-    results = judge_batch(items, JudgeConfig(max_tests=100))
+    results = judge_batch(items)
     reference, wrong = results[:len(names)], results[len(names):]
     assert {n: r.verdict for n, r in zip(names, reference) if r.verdict != Verdict.OK} == {}
     assert all(r.passed == r.total == len(data.all_tests(p)) for r, p in zip(reference, problems))

@@ -26,6 +26,10 @@ ESCAPES = [Path(tempfile.gettempdir(), "tinylora_escape_probe"), Path("/var/tmp/
            Path.home() / "tinylora_escape_probe"]
 AB = "1 2\n"
 HEAD = "#include <bits/stdc++.h>\nusing namespace std;\n"
+CHECKOUT_FILE = ROOT / "data" / "sample" / "test.jsonl"       # every expected output of the shipped test split
+HOME_FILE = Path.home() / "tinylora_judge_home_probe.txt"     # created world-readable by the fixture
+READ_BOTH = "".join(f'{{ifstream f("{p}"); string s; cout<<(getline(f,s)? "read" : "none")<<endl;}}'
+                    for p in (CHECKOUT_FILE, HOME_FILE))
 
 PROGRAMS = {  # name -> (source, input, expected output)
     "correct": (HEAD + "int main(){long long a,b;cin>>a>>b;cout<<a+b<<'\\n';}", AB, "3"),
@@ -57,7 +61,13 @@ PROGRAMS = {  # name -> (source, input, expected output)
                        " cout<<d(n,s)<<endl; }", AB, "500000"),
     "non_utf8": (HEAD + "int main(){ cout<<\"\\xff\\xfe 3\\n\"; }", AB, "\u00ff 3"),
     "crlf_expected": (HEAD + "int main(){ cout<<\"1 2\\n3\\n\"; }", AB, "1 2\r\n3\r\n"),
+    "read_user_files": (HEAD + "int main()" + "{" + READ_BOTH + "}", AB, "none none"),
+    "incbin_checkout": (f'asm(".incbin \\"{CHECKOUT_FILE}\\"");\nint main(){{}}', AB, ""),
+    "incbin_home": (f'asm(".incbin \\"{HOME_FILE}\\"");\nint main(){{}}', AB, ""),
+    "include_checkout": (f'#include "{ROOT / "utils.py"}"\nint main(){{}}', AB, ""),
+    "include_home": (f'#include "{HOME_FILE}"\nint main(){{}}', AB, ""),
 }
+
 CONFIG = JudgeConfig(time_limit_s=1.0, memory_mb=256, output_limit_bytes=1 << 20)
 
 
@@ -95,6 +105,8 @@ def hostile() -> dict:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     os.environ["TINYLORA_SECRET"] = "hunter2"
+    HOME_FILE.write_text("int leaked = 1;\n")  # valid C++, so only invisibility can make #include fail
+    HOME_FILE.chmod(0o644)
     items = [(src, [{"input": f"{port}\n" if inp is None else inp, "output": out}]) for src, inp, out in
              PROGRAMS.values()]
     try:
@@ -104,6 +116,7 @@ def hostile() -> dict:
     finally:
         listener.close()
         del os.environ["TINYLORA_SECRET"]
+        HOME_FILE.unlink()
     time.sleep(3.5)  # the double-forked daemon would write its file after 3 s if it had survived
     return {"results": dict(zip(PROGRAMS, results)), "seconds": seconds, "leftovers": _leftovers(before)}
 
@@ -122,6 +135,19 @@ def test_hostile_program_verdict_and_nothing_left(hostile, name, expected) -> No
     assert hostile["leftovers"] == []
 
 
+@pytest.mark.parametrize("name, expected", [
+    ("read_user_files", Verdict.OK), ("incbin_checkout", Verdict.CE), ("incbin_home", Verdict.CE),
+    ("include_checkout", Verdict.CE), ("include_home", Verdict.CE)])
+def test_programs_and_compiler_see_no_user_files(hostile, name, expected) -> None:
+    """With a minimal root, files under the checkout (expected outputs) and $HOME are invisible to the
+    program (it reads nothing: OK) and to the compiler (.incbin and #include of them fail: CE)."""
+    if not utils.sandbox_features()["minimal_root"]:
+        pytest.skip(f"sandbox level {utils.sandbox_features()['level']}: no minimal root on this machine")
+    assert CHECKOUT_FILE.exists() and os.stat(CHECKOUT_FILE).st_mode & 0o004  # readable by anyone outside
+    assert hostile["results"][name].verdict is expected, hostile["results"][name]
+    assert hostile["leftovers"] == []
+
+
 def test_network_blocked_when_namespaces_available(hostile) -> None:
     if not utils.sandbox_features()["net_namespace"]:
         pytest.skip("no network namespace on this machine")
@@ -130,9 +156,11 @@ def test_network_blocked_when_namespaces_available(hostile) -> None:
 
 
 def test_timeouts_and_compile_limit_are_enforced_promptly(hostile) -> None:
+    """A spinning program dies at its CPU limit, a sleeping one at the wall-clock safety net (2 x limit + 1 s)."""
     results = hostile["results"]
-    assert results["spin"].run_s < CONFIG.time_limit_s + 1.0
-    assert results["sleep"].run_s < CONFIG.time_limit_s + 1.0
+    safety_net = 2 * CONFIG.time_limit_s + 1.0
+    assert results["spin"].run_s < safety_net + 0.5
+    assert safety_net - 0.1 < results["sleep"].run_s < safety_net + 0.5
     assert results["dev_zero"].compile_s < CONFIG.compile_timeout_s + 2.0
     assert "dev/zero" not in results["dev_zero"].message or "\0" not in results["dev_zero"].message
 
@@ -185,6 +213,143 @@ def test_batch_dedupes_identical_programs_and_keeps_order() -> None:
     assert _leftovers(before) == []
 
 
+# --- CPU-time verdicts under load -------------------------------------------------------------------------
+
+LOAD_PROGRAMS = {  # a correct program needing 1 s of CPU (limit 2 s), and a 1 MiB malloc-and-touch memory hog
+    "one_cpu_second": (HEAD + "#include <ctime>\nint main(){ while (clock() < CLOCKS_PER_SEC) {} cout<<3<<endl; }",
+                       Verdict.OK),
+    "malloc_hog": (HEAD + "int main(){ for(;;){ char* p=(char*)malloc(1<<20); memset(p, 1, 1<<20); } }", Verdict.MLE),
+}
+LOAD_CONFIG = JudgeConfig(time_limit_s=2.0, memory_mb=256)
+
+
+@pytest.fixture(scope="module")
+def under_load() -> dict:
+    """Judge LOAD_PROGRAMS while busy loops run on every core, twice as many as cores (compiled first, unloaded)."""
+    codes = [code + f"// {time.time_ns()}" for code, _ in LOAD_PROGRAMS.values()]
+    for code in codes:
+        utils.compile_program(code, LOAD_CONFIG)
+    before = frozenset(_sandbox_processes())
+    hogs = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(2 * (os.cpu_count() or 1))]
+    try:
+        time.sleep(0.3)
+        results = utils.judge_batch([(code, [{"input": "", "output": "3"}]) for code in codes], LOAD_CONFIG)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    return {"results": dict(zip(LOAD_PROGRAMS, results)), "leftovers": _leftovers(before)}
+
+
+@pytest.mark.parametrize("name", list(LOAD_PROGRAMS))
+def test_verdicts_are_cpu_time_under_full_load(under_load, name) -> None:
+    """TLE is CPU time, not wall time: the 1 s-CPU program takes longer than its 2 s limit in wall time on a
+    saturated machine and is still OK; the memory hog is MLE, not TLE."""
+    result = under_load["results"][name]
+    assert result.verdict is LOAD_PROGRAMS[name][1], result
+    assert under_load["leftovers"] == []
+
+
+def test_cpu_bound_program_really_ran_slower_than_its_cpu_time(under_load) -> None:
+    assert under_load["results"]["one_cpu_second"].run_s > 1.2  # the load was real: wall time > CPU time
+
+
+# --- per-problem settings: limits, compare rules, checkers ---------------------------------------------
+
+def test_problem_judge_config_takes_the_problems_limits_capped_by_run_flags() -> None:
+    base = JudgeConfig(time_limit_s=2.0, memory_mb=1024, max_tests=5)
+    problem = {"time_limit_s": 3.5, "memory_limit_mb": 512, "compare": "float:1e-06"}
+    config = utils.problem_judge_config(problem, base)
+    assert (config.time_limit_s, config.memory_mb, config.compare, config.max_tests) == (3.5, 512, "float:1e-06", 5)
+    capped = utils.problem_judge_config(problem, base, max_time_limit_s=2.0, max_memory_mb=256)
+    assert (capped.time_limit_s, capped.memory_mb) == (2.0, 256)
+    absent = utils.problem_judge_config({"time_limit_s": None, "memory_limit_mb": None}, base)
+    assert absent == base
+    with pytest.raises(ValueError, match="compare"):
+        utils.problem_judge_config({"compare": "float:abc"}, base)
+
+
+def test_judge_batch_per_item_configs_apply_each_problems_time_limit() -> None:
+    """The same 0.3 s-CPU program is TLE under a 0.2 s problem and OK under a 1 s one and under the batch's
+    default, in one batch."""
+    before = frozenset(_sandbox_processes())
+    code = HEAD + f"#include <ctime>\nint main(){{ while (clock() < 0.3 * CLOCKS_PER_SEC) {{}} cout<<1; }} // {time.time_ns()}"
+    tests = [{"input": "", "output": "1"}]
+    base = JudgeConfig()
+    items = [(code, tests, utils.problem_judge_config({"time_limit_s": limit}, base)) for limit in (0.2, 1.0)]
+    assert [r.verdict for r in utils.judge_batch(items + [(code, tests)], base)] == [Verdict.TLE, Verdict.OK, Verdict.OK]
+    assert _leftovers(before) == []
+
+
+def _realdata_rows(path: str) -> list[dict]:
+    return json.loads((SHARED_REALDATA / path).read_text())
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not SHARED_REALDATA.exists(), reason="../shared/realdata not present")
+def test_float_and_nocase_compares_on_real_statements() -> None:
+    """Real problems: code_contests' "absolute or relative error does not exceed 10^{-4}", LiveCodeBench's
+    10^{-6}, and a Codeforces "YES and NO in any case" statement. A program printing the expected answers
+    reformatted (more digits, within the tolerance; lower case) is OK under the problem's rule and WA under
+    plain tokens; one off by more than the tolerance is WA."""
+    float4 = _realdata_rows("code_contests/rllm_code_contests_test.json")[1]
+    float6 = _realdata_rows("lcb_deepcoder/rllm_livecodebench_test_279.json")[115]
+    yes_no = _realdata_rows("lcb_deepcoder/rllm_codeforces_test_408.json")[2]
+    assert "absolute or relative error does not exceed 10^{-4}" in float4["problem"]
+    assert "does not exceed 10^{-6}" in float6["problem"]
+    assert '"YES" and "NO" in any case' in yes_no["problem"]
+    cases = [  # (tests, compare rule, transform of the expected output that the rule must accept, one it must not)
+        ([{"input": i, "output": o} for i, o in zip(float4["tests"]["inputs"], float4["tests"]["outputs"])][:3],
+         "float:1e-4", lambda x: f"{x * (1 + 5e-5):.12f}", lambda x: f"{x * (1 + 1e-3) + 1e-3:.12f}"),
+        (float6["tests"][:3], "float:1e-6", lambda x: f"{x * (1 - 5e-7):.15g}", lambda x: f"{x * (1 + 1e-5):.15g}"),
+        (yes_no["tests"][:1], "tokens_nocase", str.lower, lambda s: s.replace("YES", "NO", 1).lower()),
+    ]
+    items = []
+    for tests, rule, good, bad in cases:
+        for transform in (good, bad):
+            for test in tests:
+                numeric = rule.startswith("float")
+                tokens = [transform(float(t)) if numeric else transform(t) for t in test["output"].split()]
+                printed = " ".join(tokens) if numeric else transform(test["output"])
+                program = HEAD + f"int main(){{ cout << R\"({printed})\"; }} // {time.time_ns()}"
+                for config in (utils.problem_judge_config({"compare": rule}, CONFIG), CONFIG):
+                    items.append((program, [test], config))
+    before = frozenset(_sandbox_processes())
+    verdicts = [r.verdict for r in utils.judge_batch(items, CONFIG)]
+    expected = []
+    for tests, *_ in cases:  # per test: good under the rule OK, good under tokens WA, bad under both WA
+        expected += [Verdict.OK, Verdict.WA] * len(tests) + [Verdict.WA, Verdict.WA] * len(tests)
+    assert verdicts == expected
+    assert _leftovers(before) == []
+
+
+def test_checker_accepts_a_different_valid_answer_and_rejects_a_wrong_one() -> None:
+    """The shipped any_divisor problem: its reference prints the smallest divisor; the largest proper divisor
+    is just as right (OK through the checker, WA by token comparison); a non-divisor and a false "prime" are WA."""
+    import data
+
+    problem = next(p for p in data.load_problems("sample", "test") if p["id"] == "sample/any_divisor")
+    config = utils.problem_judge_config(problem, JudgeConfig(max_tests=100))
+    assert config.checker and "argv" in config.checker
+    largest = HEAD + "int main(){ long long n; cin>>n; for(long long d=2; d*d<=n; d++) if(n%d==0){ cout<<n/d; return 0; }" \
+                     " cout<<-1; }"
+    not_divisor = HEAD + "int main(){ long long n; cin>>n; cout<<(n>3 ? n-1 : -1); }"
+    always_prime = HEAD + "int main(){ cout<<-1; }"
+    tests = data.all_tests(problem)
+    before = frozenset(_sandbox_processes())
+    results = utils.judge_batch([(largest, tests, config), (largest, tests), (not_divisor, tests, config),
+                                 (always_prime, tests, config)], JudgeConfig(max_tests=100))
+    assert [r.verdict for r in results] == [Verdict.OK, Verdict.WA, Verdict.WA, Verdict.WA]
+    assert results[0].passed == len(tests) and 0 < results[3].passed < len(tests)  # -1 is right for primes only
+    assert _leftovers(before) == []
+
+
+def test_a_checker_that_does_not_compile_is_a_data_error() -> None:
+    config = JudgeConfig(checker="int main( { broken")
+    with pytest.raises(ValueError, match="checker does not compile"):
+        utils.judge_batch([(HEAD + "int main(){}", [{"input": "", "output": ""}], config)])
+
+
 # --- pure functions -------------------------------------------------------------------------------------
 
 def test_extract_code_prefers_last_complete_block_with_main() -> None:
@@ -207,6 +372,33 @@ def test_extract_code_truncated_fence_is_judged_as_written() -> None:
     assert utils.extract_code("<think>I will write ```cpp\nint main(){}") is None
 
 
+# Patterns seen in SmolLM2-135M-Instruct completions (issue 19: 2 of 96 came out as code still holding a fence).
+# No SmolLM2 completion is stored in ../shared/realdata yet, so these reproduce the reported shapes verbatim.
+GLUED_FENCE_COMPLETIONS = [
+    ("Here is the solution:\n\n```#include <iostream>\nusing namespace std;\n\nint main() {\n    int a, b;\n"
+     "    cin >> a >> b;\n    cout << a + b << endl;\n    return 0;\n}\n```\n\nThis program reads two numbers.",
+     "#include <iostream>\nusing namespace std;\n\nint main() {\n    int a, b;\n    cin >> a >> b;\n"
+     "    cout << a + b << endl;\n    return 0;\n}"),
+    ("```cpp #include <bits/stdc++.h>\nint main() { int n; std::cin >> n; std::cout << n * n; }\n```\n"
+     "Explanation: we square n.",
+     "#include <bits/stdc++.h>\nint main() { int n; std::cin >> n; std::cout << n * n; }"),
+    ("Solution:\n```\n#include <cstdio>\nint main() { puts(\"hi\"); }```\nDone.",
+     "#include <cstdio>\nint main() { puts(\"hi\"); }"),
+]
+
+
+@pytest.mark.parametrize("completion, code", GLUED_FENCE_COMPLETIONS)
+def test_extract_code_with_code_glued_to_a_fence(completion, code) -> None:
+    assert utils.extract_code(completion) == code
+
+
+def test_include_fallback_stops_at_a_closing_fence() -> None:
+    code = "#include <iostream>\nint main() { return 0; }"
+    assert utils.extract_code(f"Try this:\n{code}\n```\nIt prints nothing.") == code  # stray closing fence
+    assert utils.extract_code(f"Try this:\n{code}\n```\nIt prints nothing.\n```") == code
+    assert utils.extract_code(f"Try this: {code}\n```\nIt prints nothing.") == code  # fallback from #include
+
+
 def test_outputs_match_modes() -> None:
     assert utils.outputs_match(b"1  2\n3\n\n", "1 2\r\n3")
     assert not utils.outputs_match(b"1 2 3", "1 23")
@@ -218,8 +410,13 @@ def test_outputs_match_modes() -> None:
     assert not utils.outputs_match(b"1000000001", "1000000000", "float")  # integers exact
     assert utils.outputs_match(b"\xff\xfe", "\udcff\udcfe")  # non-UTF-8 bytes are compared, not decoded
     assert not utils.outputs_match(b"\xff", "\u00ff")
-    with pytest.raises(ValueError):
-        utils.outputs_match(b"", "", "fuzzy")
+    assert utils.outputs_match(b"yes\nNo", "YES\nNO", "tokens_nocase") and not utils.outputs_match(b"yes", "YES")
+    assert not utils.outputs_match(b"yes no", "YES", "tokens_nocase")
+    assert utils.outputs_match(b"0.3334", "0.3333", "float:1e-3") and not utils.outputs_match(b"0.3334", "0.3333")
+    assert not utils.outputs_match(b"7 x", "7 X", "float:1e-3")  # words stay exact
+    for bad in ("fuzzy", "float:", "float:-1", "float:nan"):
+        with pytest.raises(ValueError):
+            utils.outputs_match(b"", "", bad)
 
 
 def test_reward_schemes_and_multipliers() -> None:
@@ -269,6 +466,20 @@ def test_code_reward_trl_signature_and_stats() -> None:
     assert reward.__name__ == "code_reward"  # the name TRL logs the reward under
 
 
+def test_code_reward_judges_each_row_under_its_problem_settings() -> None:
+    """Training rows carry the record's compare rule and limits: the same "yes" is OK for a problem that accepts
+    any case and WA for one that does not, and a row's own time limit decides TLE."""
+    yes = "```cpp\n" + HEAD + "int main(){cout<<\"yes\";}\n```"
+    spin = "```cpp\n" + HEAD + "int main(){volatile long x=0; for(;;) x++;}\n```"
+    tests = [{"input": "", "output": "YES"}]
+    reward = utils.CodeReward(CONFIG)
+    rewards = reward(prompts=["p"] * 3, completions=[yes, yes, spin], tests=[tests] * 3,
+                     compare=["tokens_nocase", None, None], time_limit_s=[None, None, 0.2],
+                     memory_limit_mb=[None] * 3, checker=[None] * 3)
+    assert rewards == [1.0, 0.5, 0.5]
+    assert reward.last_stats["verdicts"]["TLE"] == 1 and reward.last_stats["verdicts"]["WA"] == 1
+
+
 def test_code_reward_refuses_missing_tests_and_unknown_schemes() -> None:
     with pytest.raises(RuntimeError, match="did not receive the `tests` column"):
         utils.CodeReward(CONFIG)(["p"], ["c"])
@@ -276,10 +487,12 @@ def test_code_reward_refuses_missing_tests_and_unknown_schemes() -> None:
         utils.CodeReward(CONFIG, scheme="partial")
 
 
-def test_sandbox_features_reports_booleans() -> None:
+def test_sandbox_features_reports_booleans_and_a_level() -> None:
     features = utils.sandbox_features()
-    assert set(features) >= {"pid_namespace", "net_namespace", "private_tmp", "private_uid"}
-    assert all(isinstance(v, bool) for v in features.values())
+    assert set(features) >= {"pid_namespace", "net_namespace", "private_tmp", "private_uid", "minimal_root", "level"}
+    assert all(isinstance(v, bool) for k, v in features.items() if k != "level")
+    assert features["level"] in utils.SANDBOX_LEVELS
+    assert (features["level"] == "minimal_root") == features["minimal_root"]
 
 
 # --- real model generations -----------------------------------------------------------------------------

@@ -1,0 +1,13 @@
+#include <iostream>
+using namespace std;
+
+int main() {
+    long long n;
+    cin >> n;
+    for (long long d = 2; d * d <= n; d++)
+        if (n % d == 0) {
+            cout << d << "\n";
+            return 0;
+        }
+    cout << -1 << "\n";
+}
