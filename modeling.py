@@ -189,6 +189,35 @@ def disable_cpu_bf16_kernel(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+THREADS_ENV = "TINYLORA_THREADS"
+
+
+def configure_threads(requested: int | None = None, small_model: bool = False) -> int:
+    """Set and return torch's CPU thread count: one policy for every script (load_model calls it on CPU).
+
+    torch defaults to one thread per core, which is the worst choice on a shared or busy machine: a thread that
+    waits for a core stalls every matmul, and the judge's g++ compiles and other jobs want cores too. Measured on the
+    2-core development machine (docs/benchmarks.md, "Threads"): with other work running, SmolLM2 generation and
+    forward/backward are faster with 1 thread than 2, and the tiny models never gain from threads. So: `requested`,
+    else $TINYLORA_THREADS, else $OMP_NUM_THREADS (a user who set it meant it), else 1 for the tiny models and
+    one less than the usable cores otherwise (1 on 2 cores; 15 on a dedicated 16-core box).
+    """
+    if requested is None:
+        for variable in (THREADS_ENV, "OMP_NUM_THREADS"):
+            if os.environ.get(variable, "").strip():
+                try:
+                    requested = int(os.environ[variable])
+                except ValueError:
+                    raise ModelLoadError(f"${variable} must be a positive integer, not {os.environ[variable]!r}") from None
+                break
+    if requested is not None and requested < 1:
+        raise ModelLoadError(f"thread count must be a positive integer, not {requested}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = requested or (1 if small_model else max(1, cores - 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def load_model(name: str = TINY, quant: bool = True, device: str | None = None, dtype: torch.dtype | None = None):
     """Load (model, tokenizer): NF4 4-bit when `quant`, else bf16 on GPU and fp32 on CPU.
 
@@ -210,8 +239,7 @@ def load_model(name: str = TINY, quant: bool = True, device: str | None = None, 
         model.to(device)
     if device == "cpu":
         disable_cpu_bf16_kernel(model)
-        if name in (TINY, TINY_CODER):
-            torch.set_num_threads(1)  # tiny matmuls gain nothing from threads and lose 20x on busy cores
+        configure_threads(small_model=name in (TINY, TINY_CODER))
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -268,8 +268,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # after parsing: a typo should not wait for torch to import
 
     args.gpu = torch.cuda.is_available()
-    if not args.gpu:  # on 2 busy cores, threads fighting the compilers made this run 8x slower (132 s vs 16 s)
-        torch.set_num_threads(1)
     args.max_new_tokens = args.max_new_tokens or (512 if args.gpu else 32)
     print(f"verify_pipeline: model={args.model} dataset={args.dataset} {'full precision' if args.no_quant else 'NF4'} "
           f"on {'GPU' if args.gpu else 'CPU'}, cxx={args.cxx}", flush=True)

@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(STAGES),
                         help=f"comma-separated stages (default: all of {','.join(STAGES)})")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice). On a shared machine 1 is faster and steadier")
+                        help="torch CPU threads (default: modeling.configure_threads: 1 for tiny models, cores - 1 otherwise)")
     parser.add_argument("--out", default=None, help="JSON results file (default: runs/bench/<preset>.json)")
     parser.error = data.cli_error  # one line and exit 2, like every script here
     args = parser.parse_args(argv)
@@ -53,7 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         data.cli_error("--threads must be a positive integer")
     import torch
 
-    if args.threads:
+    import modeling
+
+    if args.threads:  # modeling.configure_threads (called by load_model) reads it: the flag wins over the policy
+        os.environ[modeling.THREADS_ENV] = str(args.threads)
         torch.set_num_threads(args.threads)
     if args.preset.startswith("3b") and not torch.cuda.is_available() and args.only != ["adapter_init"]:
         data.cli_error(f"--preset {args.preset} needs a CUDA GPU (hours on a CPU); use --preset cpu, "

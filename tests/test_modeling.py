@@ -202,3 +202,35 @@ with torch.no_grad():
 """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert torch.allclose(torch.load(tmp_path / "stock.pt"), logits(adapted, prompt_ids), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------- threads
+def test_thread_policy_is_one_function_with_overrides(monkeypatch):
+    monkeypatch.delenv(modeling.THREADS_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(modeling.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    before = torch.get_num_threads()
+    try:
+        assert modeling.configure_threads(small_model=True) == 1 == torch.get_num_threads()
+        assert modeling.configure_threads() == 15 == torch.get_num_threads()  # leave one core to the judge
+        monkeypatch.setattr(modeling.os, "sched_getaffinity", lambda pid: {0, 1})
+        assert modeling.configure_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert modeling.configure_threads() == 3
+        monkeypatch.setenv(modeling.THREADS_ENV, "2")
+        assert modeling.configure_threads(small_model=True) == 2 and modeling.configure_threads(4) == 4
+        monkeypatch.setenv(modeling.THREADS_ENV, "many")
+        with pytest.raises(modeling.ModelLoadError, match="TINYLORA_THREADS must be a positive integer"):
+            modeling.configure_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_load_model_applies_the_thread_policy(monkeypatch):
+    monkeypatch.setenv(modeling.THREADS_ENV, "2")
+    before = torch.get_num_threads()
+    try:
+        modeling.load_model(modeling.TINY, quant=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
