@@ -306,17 +306,31 @@ def print_before_after(before: dict, after: dict) -> None:
 
 
 # -------------------------------------------------------------------------------------------------------- main
+def set_checkpointing(grpo, enabled: bool, **kwargs) -> None:
+    """Turn activation (gradient) checkpointing on or off after the config was built.
+
+    transformers 5 renamed `gradient_checkpointing` to `activation_checkpointing` and resolves the old alias only
+    in __post_init__: assigning the old name afterwards changes nothing (on CPU, TRL's default left checkpointing
+    on, so every backward recomputed the whole forward). Set both names.
+    """
+    grpo.gradient_checkpointing = enabled
+    grpo.gradient_checkpointing_kwargs = kwargs or None
+    if hasattr(grpo, "activation_checkpointing"):
+        grpo.activation_checkpointing = enabled
+        grpo.activation_checkpointing_kwargs = kwargs or None
+
+
 def configure_device(grpo) -> str:
     """bf16 + gradient checkpointing on GPU; fp32 on CPU (bf16 autocast on CPU is slow and lossy)."""
     import torch
     from accelerate import PartialState
 
     if torch.cuda.is_available() and not grpo.use_cpu:
-        grpo.bf16, grpo.gradient_checkpointing = True, True
-        grpo.gradient_checkpointing_kwargs = {"use_reentrant": False}
+        grpo.bf16 = True
+        set_checkpointing(grpo, True, use_reentrant=False)
         return str(PartialState().device)
     grpo.use_cpu, grpo.bf16, grpo.fp16 = True, False, False
-    grpo.gradient_checkpointing = False  # TRL turns it on by default; on CPU it only costs time
+    set_checkpointing(grpo, False)  # TRL turns it on by default; on CPU memory is plentiful and time is not
     return "cpu"
 
 

@@ -186,6 +186,7 @@ def test_nf4_on_the_converted_model_tracks_fp32(smollm2_dir, smollm2_fp32):
     assert agree > 0.6 and kl < 1.0, f"NF4 vs fp32: argmax agreement {agree:.0%}, KL {kl:.2f} nats per token"
 
 
+@pytest.mark.slow  # two SmolLM2 loads and SVDs of 210 projections, one in a fresh interpreter: ~2 minutes here
 @needs_wheel
 def test_our_smollm2_adapter_loads_in_stock_peft(smollm2_dir, tmp_path):
     model, tokenizer = modeling.load_model(str(smollm2_dir), quant=False)
