@@ -450,7 +450,8 @@ def cli_parser(description: str | None) -> data.ArgumentParser:
     p.add_argument("--dataset", default="code_contests",
                    help=f"{' | '.join(data.DATASETS)} | a problems .jsonl file (default %(default)s)")
     p.add_argument("--test_data", dest="dataset", help=argparse.SUPPRESS)  # the seed's spelling of --dataset PATH
-    p.add_argument("--model", default=modeling.DEFAULT_MODEL, help="base model: hub id, local dir or 'tiny' (offline)")
+    p.add_argument("--model", default=modeling.DEFAULT_MODEL,
+                   help="base model: hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'")
     p.add_argument("--no_quant", action="store_true", help="bf16 (fp32 on CPU) instead of NF4 4-bit")
     p.add_argument("--seed", type=int, default=42, help="problem sampling and generation seed (default %(default)s)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")

@@ -76,7 +76,8 @@ def heatmap(rows: dict[tuple[str, str], dict], axis: list[float], column: str, p
 
 def parse_args(argv: list[str] | None):
     parser = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=modeling.DEFAULT_MODEL, help="hub id, local dir or 'tiny' (offline)")
+    parser.add_argument("--model", default=modeling.DEFAULT_MODEL,
+                        help="hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'")
     parser.add_argument("--no_quant", action="store_true", help="bf16 (fp32 on CPU) instead of NF4 4-bit")
     parser.add_argument("--dataset", default="code_contests",
                         help=f"problems with references: {' | '.join(data.DATASETS)} | a problems .jsonl file")

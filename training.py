@@ -34,7 +34,8 @@ class TinyLoraArguments:
     max_samples: int = field(default=2000, metadata={"help": "training problems to sample (positional MAX_SAMPLES)"})
     rank: int = field(default=2, metadata={"help": "SVD rank r of the frozen factors"})
     tie: str = field(default="all", metadata={"help": "v sharing: all | layer | structured | module | groups:G"})
-    model: str = field(default="Qwen/Qwen2.5-Coder-3B-Instruct", metadata={"help": "hub id, local dir, or 'tiny'"})
+    model: str = field(default="Qwen/Qwen2.5-Coder-3B-Instruct",
+                       metadata={"help": "hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'"})
     no_quant: bool = field(default=False, metadata={"help": "bf16 base instead of NF4 4-bit"})
     dataset: str = field(default="code_contests",
                          metadata={"help": "code_contests | deepcoder | sample | a problems .jsonl file"})
@@ -119,17 +120,31 @@ def code_reward(ours: TinyLoraArguments) -> utils.CodeReward:
         data.cli_error(str(err))
 
 
+def set_checkpointing(trainer_args, enabled: bool, **kwargs) -> None:
+    """Turn activation (gradient) checkpointing on or off after the config was built.
+
+    transformers 5 renamed `gradient_checkpointing` to `activation_checkpointing` and resolves the old alias only
+    in __post_init__: assigning the old name afterwards changes nothing (on CPU, TRL's default left checkpointing
+    on, so every backward recomputed the whole forward). Set both names.
+    """
+    trainer_args.gradient_checkpointing = enabled
+    trainer_args.gradient_checkpointing_kwargs = kwargs or None
+    if hasattr(trainer_args, "activation_checkpointing"):
+        trainer_args.activation_checkpointing = enabled
+        trainer_args.activation_checkpointing_kwargs = kwargs or None
+
+
 def configure_device(trainer_args) -> str:
     """bf16 + gradient checkpointing on GPU; fp32 on CPU (bf16 autocast on CPU is slow and lossy)."""
     import torch
     from accelerate import PartialState
 
     if torch.cuda.is_available() and not trainer_args.use_cpu:
-        trainer_args.bf16, trainer_args.gradient_checkpointing = True, True
-        trainer_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+        trainer_args.bf16 = True
+        set_checkpointing(trainer_args, True, use_reentrant=False)
         return str(PartialState().device)
     trainer_args.use_cpu, trainer_args.bf16, trainer_args.fp16 = True, False, False
-    trainer_args.gradient_checkpointing = False  # TRL turns it on by default; on CPU it only costs time
+    set_checkpointing(trainer_args, False)  # TRL turns it on by default; on CPU memory is plentiful and time is not
     return "cpu"
 
 

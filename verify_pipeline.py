@@ -257,7 +257,8 @@ def positive(text: str) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny", help="'tiny' (embedded, offline), a local dir, or a hub id")
+    parser.add_argument("--model", default="tiny",
+                        help="hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'")
     parser.add_argument("--dataset", default="sample", help=f"{' | '.join(data.DATASETS)} | a problems .jsonl")
     parser.add_argument("--no_quant", action="store_true", help="skip the 4-bit NF4 load; train on the full base")
     parser.add_argument("--cxx", default=utils.JudgeConfig.cxx, help="C++ compiler the judge uses")
@@ -300,8 +301,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # after parsing: a typo should not wait for torch to import
 
     args.gpu = torch.cuda.is_available()
-    if not args.gpu:  # on 2 busy cores, threads fighting the compilers made this run 8x slower (132 s vs 16 s)
-        torch.set_num_threads(1)
     args.max_new_tokens = args.max_new_tokens or (512 if args.gpu else 32)
     print(f"verify_pipeline: model={args.model} dataset={args.dataset} {'full precision' if args.no_quant else 'NF4'} "
           f"on {'GPU' if args.gpu else 'CPU'}, cxx={args.cxx}", flush=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import data  # noqa: E402
 import utils  # noqa: E402
 
 # Four kinds of trusted programs, like a model's mix: half include <bits/stdc++.h>, half specific headers;
@@ -109,7 +110,7 @@ def measure(programs: int, tests: int, headers: str = "mixed", workers: int | No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--programs", type=int, default=64, help="distinct programs to grade (default 64)")
     parser.add_argument("--tests", type=int, default=10, help="tests per program (default 10)")
     parser.add_argument("--workers", type=int, default=None, help="judge threads (default: CPU count)")
@@ -126,7 +127,7 @@ def main() -> None:
     try:
         m = measure(args.programs, args.tests, args.headers, args.workers, progress=True, baseline=not args.judge_only)
     except RuntimeError as err:
-        sys.exit(f"error: {err}")
+        data.cli_error(str(err))
     n = m["programs"]
     print(f"{n} programs ({args.headers} headers) x {args.tests} tests, {m['workers']} workers, "
           f"sandbox {utils.sandbox_features()}")

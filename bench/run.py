@@ -1,7 +1,8 @@
 """Benchmarks, one entry point: each number next to its reference in the same run, a markdown table printed last.
 
-    python bench/run.py --preset cpu                          # the CI-sized twin: every stage, CPU, < 1 min
-    python bench/run.py --preset 3b --quant nf4 --out b.json  # Qwen2.5-Coder-3B shapes, random weights, one GPU
+    python bench/run.py --preset cpu                  # the CI-sized twin: every stage, CPU, < 1 min
+    python bench/run.py --preset 3b --quant nf4       # Qwen2.5-Coder-3B shapes, random weights, one GPU
+    python bench/run.py --preset smollm2              # one real GRPO step of SmolLM2 on CPU, split into its parts
 
 Stages (--only): adapter_init (truncated vs full SVD of every projection), forward (adapted vs base), rollout
 (generation tokens/s, adapted vs base), grpo_step (one step of train_rl.py's trainer: seconds, peak memory),
@@ -27,23 +28,24 @@ import bench_model  # noqa: E402
 STAGES = ("adapter_init", "forward", "rollout", "grpo_step", "judge")
 QUANTS = {"nf4": ["nf4"], "bf16": ["bf16"], "both": ["nf4", "bf16"]}
 JUDGE_SIZE = {"cpu": (4, 3), "3b": (64, 10)}  # (programs, tests): bench_judge's --quick and its default
+REAL_STEP, REAL_STEP_CONFIG = "smollm2", "configs/smollm2_cpu.yaml"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     import data
 
-    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(bench_model.PRESETS), default="cpu",
-                        help="cpu: small same-structure model (CI); 3b: Qwen2.5-Coder-3B-Instruct's config (GPU)")
+    parser = data.ArgumentParser(prog="bench/run.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted([*bench_model.PRESETS, REAL_STEP]), default="cpu",
+                        help="cpu: small same-structure model (CI); 3b: Qwen2.5-Coder-3B-Instruct's config (GPU); "
+                             f"{REAL_STEP}: one GRPO step of train_rl.py --config {REAL_STEP_CONFIG}, real model and judge")
     parser.add_argument("--quant", choices=sorted(QUANTS), default="both",
                         help="base precision: nf4 (4-bit), bf16 (fp32 on CPU), or both (default)")
     parser.add_argument("--only", default=",".join(STAGES),
                         help=f"comma-separated stages (default: all of {','.join(STAGES)})")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice). On a shared machine 1 is faster and steadier")
-    parser.add_argument("--out", default=None, help="JSON results file (default: runs/bench/<preset>.json)")
-    parser.error = data.cli_error  # one line and exit 2, like every script here
+                        help="torch CPU threads (default: modeling.configure_threads: 1 for tiny models, cores - 1 otherwise)")
+    parser.add_argument("--output_dir", default="output/bench", help="where <preset>.json goes (default output/bench)")
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(STAGES))
@@ -53,12 +55,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         data.cli_error("--threads must be a positive integer")
     import torch
 
-    if args.threads:
+    import modeling
+
+    if args.threads:  # modeling.configure_threads (called by load_model) reads it: the flag wins over the policy
+        os.environ[modeling.THREADS_ENV] = str(args.threads)
         torch.set_num_threads(args.threads)
     if args.preset.startswith("3b") and not torch.cuda.is_available() and args.only != ["adapter_init"]:
         data.cli_error(f"--preset {args.preset} needs a CUDA GPU (hours on a CPU); use --preset cpu, "
                        "or --only adapter_init for the SVD start-up alone")
-    args.out = Path(args.out or f"runs/bench/{args.preset}.json")
+    args.out = Path(args.output_dir) / f"{args.preset}.json"
     return args
 
 
@@ -95,6 +100,32 @@ def run_stage(results: dict, key: str, fn, *args) -> None:
     except Exception as err:  # noqa: BLE001 - recorded and reported, the exit code says it failed
         traceback.print_exc()
         results[key] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+
+
+def run_real_step(args, argv: list[str] | None, device: str) -> dict:
+    """`--preset smollm2`: profile one step of train_rl.py with configs/smollm2_cpu.yaml (bench/bench_step.py)."""
+    import tempfile
+
+    import bench_step
+
+    report = {"preset": REAL_STEP, "config": REAL_STEP_CONFIG, "machine": machine(device),
+              "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "load_average_before": os.getloadavg()}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-step-") as out_dir:
+        report["results"] = bench_step.measure(["32", "28", "--config", REAL_STEP_CONFIG, "--max_steps", "1",
+                                                "--save_steps", "1000000", "--output_dir", out_dir])
+    report["total_s"] = time.perf_counter() - started
+    report["load_average_after"] = os.getloadavg()
+    report["machine"]["torch_threads"] = report["results"]["threads"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"\n{REAL_STEP} step on {report['machine']['name']} ({report['machine']['cores']} cores, load average "
+          f"{report['load_average_before'][0]:.1f} before, {report['load_average_after'][0]:.1f} after), "
+          f"{report['date']}, {report['total_s']:.0f} s; JSON in {args.out}\n")
+    print(real_step_table(report["results"]))
+    return report
 
 
 def fmt_bytes(n: float) -> str:
@@ -147,12 +178,40 @@ def table(report: dict) -> str:
     return "\n".join(rows)
 
 
+def real_step_table(r: dict) -> str:
+    """One real GRPO step: ratios first (against the goal, plain generate, the matmul bound), then seconds."""
+    parts, passes = r["parts_s"], r["passes"]
+    plain = r["plain_generate_tok_s"]
+    bound = r["rollout_matmul_bound_tok_s"]
+    rows = ["| quantity | measured | reference (same run) | ratio |", "|---|---|---|---|",
+            f"| GRPO step | {r['step_s']:.0f} s | goal 90 s | {r['step_s'] / 90:.2f} |",
+            f"| rollout in the step (real tokens) | {r['rollout_tok_s']:.1f} tok/s | plain generate, adapted, "
+            f"{r['plain_generate_tokens']} tokens: {plain['adapted']:.1f} tok/s | {r['rollout_tok_s'] / plain['adapted']:.2f} |",
+            f"| plain generate, adapted | {plain['adapted']:.1f} tok/s | plain generate, base: {plain['base']:.1f} tok/s | "
+            f"{plain['base'] / plain['adapted']:.2f} (time, adapted / base) |",
+            f"| rollout in the step (padded rows) | {r['rollout_padded_tok_s']:.1f} tok/s | matmul bound at batch "
+            f"{r['rows']}: {bound:.0f} tok/s ({r['matmul_flop_s']['decode'] / 1e9:.1f} GFLOP/s × "
+            f"{r['flops_per_token'] / 1e6:.0f} MFLOP/token) | {r['rollout_padded_tok_s'] / bound:.2f} |",
+            f"| padding in the batch | {r['completion_tokens']:.0f} completion tokens | {r['padded_completion_tokens']:.0f} "
+            f"computed (every row until the longest stops) | {r['completion_tokens'] / max(r['padded_completion_tokens'], 1):.2f} |"]
+    rows += [f"| {name.replace('_', ' ')} | {seconds:.1f} s | of the step | {seconds / r['step_s']:.2f} |"
+             for name, seconds in parts.items()]
+    rows.append(f"| forward passes | {passes['decode_forwards']} decode + {passes['long_no_grad_forwards']} long no-grad "
+                f"(prefill + {passes['logprob_calls_no_grad']} old/ref log-prob calls) + "
+                f"{len(passes['with_grad_forwards'])} with grad {passes['with_grad_forwards']} | minimum: prefill + "
+                f"decode + 1 with grad | — |")
+    rows.append(f"| peak memory | {fmt_bytes(r['peak_rss_bytes'])} RSS | {r['threads']} torch thread(s) | — |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import modeling
     from tqdm import tqdm
 
     device = modeling.default_device()
+    if args.preset == REAL_STEP:
+        return run_real_step(args, argv, device)
     preset = bench_model.PRESETS[args.preset]
     report = {"preset": preset.name, "config": preset.config, "quants": QUANTS[args.quant], "only": args.only,
               "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),

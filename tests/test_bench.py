@@ -18,8 +18,9 @@ def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("bench") / "cpu.json"
-    proc = run_bench("--preset", "cpu", "--threads", "1", "--out", str(out))
+    out_dir = tmp_path_factory.mktemp("bench")
+    proc = run_bench("--preset", "cpu", "--threads", "1", "--output_dir", str(out_dir))
+    out = out_dir / "cpu.json"
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.rstrip().splitlines()[-1].startswith("| judge"), "the table must be printed last"
     return json.loads(out.read_text())
@@ -54,3 +55,32 @@ def test_bad_arguments_exit_2_with_one_line():
     proc = run_bench("--only", "forward,warp_drive", timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(error_lines(proc)) == 1 and "warp_drive" in error_lines(proc)[0]
+
+
+def profile_tiny_step(tmp_path: Path, *extra: str) -> dict:
+    """One profiled step of train_rl.py with the real-model config's settings, on the tiny model (seconds, not minutes)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_step
+    import train_rl
+
+    record = bench_step.StepRecord()
+    with bench_step.profiled(record, train_rl):
+        train_rl.main(["32", "2", "--config", "configs/smollm2_cpu.yaml", "--model", "tiny", "--max_completion_length",
+                       "8", "--max_steps", "1", "--save_steps", "100", "--output_dir", str(tmp_path), *extra])
+    return bench_step.summarize(record)
+
+
+def test_real_model_config_makes_one_pass_with_grad_and_no_extra_log_prob_pass(tmp_path):
+    """configs/smollm2_cpu.yaml's step is generation + one forward with grad + its backward: nothing else."""
+    step = profile_tiny_step(tmp_path)
+    passes = step["passes"]
+    assert passes["logprob_calls_no_grad"] == 0 and passes["logprob_calls_with_grad"] == 1
+    assert passes["with_grad_forwards"] == [(8, passes["with_grad_forwards"][0][1])]  # all 8 rows in one pass
+    assert passes["decode_forwards"] <= 8 - 1 and passes["long_no_grad_forwards"] == 1  # prefill only
+    assert step["parts_s"]["backward"] > 0 and step["parts_s"]["generation"] > 0
+
+
+def test_the_pass_counter_sees_an_old_log_prob_pass(tmp_path):
+    """num_iterations 2 makes TRL score the batch once more without grad (the old policy's log-probs): counted."""
+    step = profile_tiny_step(tmp_path, "--num_iterations", "2")
+    assert step["passes"]["logprob_calls_no_grad"] == 1 and step["passes"]["long_no_grad_forwards"] == 2

