@@ -464,8 +464,8 @@ def cli_parser(description: str | None) -> data.ArgumentParser:
     p.add_argument("--max_tests", type=int, default=0, help="tests judged per problem, 0 = all (default)")
     p.add_argument("--time_limit", type=float, default=EVAL_JUDGE.time_limit_s, help="seconds per test (default 2)")
     data.add_prompt_flags(p, unset="the adapter's own, else data.py's default")
-    p.add_argument("--output_dir", help="where results.jsonl and summary.json go "
-                                        "(default output/<script>/<time>-<label>)")
+    p.add_argument("--output_dir", help="where results.jsonl and summary.json go (default output/<script>/<time>-"
+                                        "<label>); with --compare, where compare.png goes (default: beside B)")
     return p
 
 
@@ -550,12 +550,19 @@ def run_cli(args: argparse.Namespace, script: str) -> dict:
     return summary
 
 
-def compare_cli(path_a: str, path_b: str) -> dict:
-    """`--compare A B`: print the paired comparison, or one line and exit code 2 for unreadable or unpaired runs."""
+def compare_cli(path_a: str, path_b: str, output_dir: str | None = None) -> dict:
+    """`--compare A B`: print the paired comparison and draw it as paired bars, in --output_dir/compare.png or else
+    beside B's summary.json (compare_vs_<A's folder>.png); one line and exit code 2 for unreadable or unpaired runs."""
+    import plots
+
     try:
         a, b = load_summary(path_a), load_summary(path_b)
         result = compare_runs(a, b)
     except ValueError as e:  # includes UnpairedRunsError
         data.cli_error(str(e))
     print(format_comparison(a, b, result))
+    chart = Path(output_dir) / "compare.png" if output_dir else \
+        Path(path_b).parent / f"compare_vs_{Path(path_a).resolve().parent.name}.png"
+    result["chart"] = str(plots.comparison_bars(a, b, result, chart))
+    print(f"\nwrote {chart}")
     return result

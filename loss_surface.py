@@ -8,7 +8,7 @@ landscape can be drawn: each grid point sets v = (v1, v2) and measures train_sft
 cross-entropy per answer token on reference solutions); --reward_problems N also generates greedily on N of the
 problems and scores them with the judge. The centre v = 0 is the base model. Rows are appended to surface.csv as
 they are computed and points already there are skipped, so an interrupted scan resumes and a finer grid reuses
-the coarse one. surface.png (with matplotlib) is the heatmap.
+the coarse one. surface.png is the heatmap (surface_reward.png the reward's).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import data
 import evaluation
 import modeling
+import plots
 import records
 import sft
 
@@ -54,24 +55,6 @@ def measure(model, tokenizer, examples: list[dict], problems: list[dict], args) 
         _, summary = evaluation.evaluate(model, tokenizer, problems, settings, prompt=args.prompt, progress=False)
         row["avg_reward"], row["pass@1"] = summary["metrics"]["avg_reward"], summary["metrics"].get("pass@1", 0.0)
     return row
-
-
-def heatmap(rows: dict[tuple[str, str], dict], axis: list[float], column: str, path: Path) -> Path | None:
-    """`column` over the (v1, v2) grid with the base model (v = 0) marked."""
-    plt = records.optional_pyplot()
-    if plt is None:
-        return None
-    values = [[float(rows[key(v1, v2)][column]) for v1 in axis] for v2 in axis]  # (v2, v1): rows are v2
-    fig, ax = plt.subplots(figsize=(6, 5))
-    half = (axis[1] - axis[0]) / 2  # each pixel is centred on its grid point
-    extent = (axis[0] - half, axis[-1] + half, axis[0] - half, axis[-1] + half)
-    image = ax.imshow(values, origin="lower", extent=extent, aspect="auto", cmap="viridis")
-    fig.colorbar(image, ax=ax, label=column)
-    ax.plot(0, 0, "r+", markersize=12, label="base model (v = 0)")
-    ax.set_xlabel("v1")
-    ax.set_ylabel("v2")
-    ax.legend(loc="upper right", fontsize=8)
-    return records.save_figure(fig, path)
 
 
 def parse_args(argv: list[str] | None):
@@ -134,16 +117,20 @@ def scan(model, tokenizer, examples: list[dict], problems: list[dict], axis: lis
     return rows
 
 
+def grid_values(rows: dict[tuple[str, str], dict], axis: list[float], column: str) -> list[list[float]]:
+    """`column` over the grid as the heatmap draws it: one list per v2, each running over v1."""
+    return [[float(rows[key(v1, v2)][column]) for v1 in axis] for v2 in axis]  # (v2, v1)
+
+
 def report(rows: dict[tuple[str, str], dict], axis: list[float], out: Path, with_reward: bool) -> None:
     """The base model's loss against the grid's lowest, and the heatmaps."""
     centre = rows[key(0.0, 0.0)]
     lowest = min((rows[key(v1, v2)] for v1 in axis for v2 in axis), key=lambda r: float(r["loss"]))
     print(f"base model (v = 0): loss {float(centre['loss']):.4f}; lowest on the grid: {float(lowest['loss']):.4f} "
           f"at v = ({lowest['v1']}, {lowest['v2']})")
-    drawn = [heatmap(rows, axis, "loss", out / "surface.png")]
-    if with_reward:
-        drawn.append(heatmap(rows, axis, "avg_reward", out / "surface_reward.png"))
-    print(f"wrote {out / 'surface.csv'}" + "".join(f" and {p}" for p in drawn if p))
+    columns = {"loss": out / "surface.png", **({"avg_reward": out / "surface_reward.png"} if with_reward else {})}
+    drawn = [plots.heatmap(grid_values(rows, axis, column), axis, column, path) for column, path in columns.items()]
+    print(f"wrote {out / 'surface.csv'}" + "".join(f" and {p}" for p in drawn))
 
 
 def main(argv: list[str] | None = None) -> Path:

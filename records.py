@@ -1,5 +1,5 @@
 """Experiment records a rerun can resume from: a CSV appended one flushed row at a time, the settings a
-directory was made with (refusing to mix others into it), and optional plots.
+directory was made with (refusing to mix others into it).
 
 sweep.py (one row per cell) and loss_surface.py (one row per grid point) both resume this way; a script never
 imports another, so what they share lives here.
@@ -7,10 +7,8 @@ imports another, so what they share lives here.
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import os
-import sys
 from pathlib import Path
 
 import data
@@ -36,20 +34,6 @@ def append_row(path: Path, row: dict, fields: list[str]) -> None:
         os.fsync(f.fileno())
 
 
-@functools.cache
-def optional_pyplot():
-    """matplotlib.pyplot (headless), or None with a note (once): plots are optional, the CSV and tables are not."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed, so no plot was drawn (pip install matplotlib)", file=sys.stderr)
-        return None
-    return plt
-
-
 def check_settings(path: Path, settings: dict, what: str) -> None:
     """Record `settings` in `path`, or exit 2 when an earlier run in the same directory used other ones:
     resuming must never mix results made under different settings."""
@@ -62,11 +46,3 @@ def check_settings(path: Path, settings: dict, what: str) -> None:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=1))
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Write a finished matplotlib figure to `path` and free it."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    optional_pyplot().close(fig)
-    return path

@@ -9,7 +9,7 @@ final adapter, which asks it with the prompt it was trained on. Results go to ou
 the YAML or --output_dir says otherwise. A finished cell writes result.json and a row of results.csv; a rerun skips cells with an "ok" row, so an
 interrupted sweep continues where it stopped. A crashed cell is retried (from its newest complete checkpoint
 when it has one); a cell that still fails gets a "failed" row with the last line of its log, and is tried again
-by the next run. results.md ranks the cells; pass_vs_params.png (with matplotlib) plots pass@1 and average
+by the next run. results.md ranks the cells; pass_vs_params.png plots pass@1 and average
 reward against the number of trained parameters.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import data
+import plots
 import records
 import training
 
@@ -232,28 +233,6 @@ def markdown_table(rows: list[dict], failed: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path) -> Path | None:
-    """pass@1 and average reward against trainable parameters (log scale), one series per tie mode and rank."""
-    plt = records.optional_pyplot()
-    if plt is None or not rows:
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    series: dict[str, list[dict]] = {}
-    for row in rows:
-        series.setdefault(f"tie={row['tie']}, r={row['rank']}", []).append(row)
-    for ax, metric, label in zip(axes, ("pass@1", "avg_reward"), ("pass@1", "average reward")):
-        for name, points in series.items():
-            ax.scatter([int(p["trainable"]) for p in points], [float(p[metric]) for p in points], label=name)
-            for p in points:
-                ax.annotate(f"lr {float(p['learning_rate']):g}", (int(p["trainable"]), float(p[metric])), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel("trainable parameters")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    return records.save_figure(fig, path)
-
-
 def write_report(sweep: Sweep) -> list[dict]:
     """results.md and the plot from every row so far (finished cells of earlier runs included)."""
     rows = records.read_rows(sweep.output_dir / "results.csv")
@@ -262,8 +241,10 @@ def write_report(sweep: Sweep) -> list[dict]:
     failed = sorted({row["cell"] for row in rows if row["status"] != "ok"} - done)
     (sweep.output_dir / "results.md").write_text(markdown_table(ranked, failed))
     print(markdown_table(ranked, failed))
-    drawn = plot(ranked, sweep.output_dir / "pass_vs_params.png")
-    print(f"wrote {sweep.output_dir / 'results.csv'}, {sweep.output_dir / 'results.md'}" + (f" and {drawn}" if drawn else ""))
+    written = [sweep.output_dir / "results.csv", sweep.output_dir / "results.md"]
+    if ranked:  # a picture of no finished cell would be an empty frame
+        written.append(plots.sweep_points(ranked, sweep.output_dir / "pass_vs_params.png"))
+    print(f"wrote {', '.join(map(str, written))}")
     return ranked
 
 

@@ -6,8 +6,9 @@
 
 Both runs of a comparison must use the same problems, prompts, seed and settings (compare refuses others).
 Writes results.jsonl and summary.json to --output_dir (default output/test/<time>-<label>) and prints a markdown
-table; see docs/evaluation.md. An adapter is asked with the prompt it was trained on unless --system_prompt,
---instruction or --show_examples say otherwise.
+table; --compare prints the paired table and draws it as bars in --output_dir/compare.png (default: beside B's
+summary.json, named compare_vs_<A's folder>.png); see docs/evaluation.md. An adapter is asked with the prompt it
+was trained on unless --system_prompt, --instruction or --show_examples say otherwise.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="test", help="dataset split (default %(default)s)")
     args = data.parse_with_config(parser, argv)
     if args.compare:
-        return evaluation.compare_cli(*args.compare)
+        return evaluation.compare_cli(*args.compare, args.output_dir)
     return evaluation.run_cli(args, "test")
 
 

@@ -9,6 +9,9 @@ Positional U and MAX_SAMPLES keep the seed project's form; every TRL GRPOConfig 
 flags win). `--dataset` takes a dataset name or a problems .jsonl file. Checkpoints are atomic and verified;
 `--resume` continues from the newest complete one. The adapter's metadata records the prompt it was trained
 with (--system_prompt, --instruction, --show_examples), and test.py / validate.py ask it the same way.
+Each logging step prints one line (reward, judge rates, length, s/step); every metric goes to OUTPUT_DIR/metrics.jsonl
+(and --report_to), curves.png is drawn at the end, and --export_lora also writes the adapter as a standard PEFT
+LoRA (OUTPUT_DIR/final_lora) for vLLM and other LoRA runtimes.
 The wiring lives in training.py; this is the pipeline.
 """
 from __future__ import annotations
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> Path:
     if ours.compare_before_after and trainer.args.should_save:
         after = training.sample_training_problems(trainer.model, tokenizer, problems, ours, grpo, prompt, reward, "after")
         training.print_before_after(before, after)
-    return training.save_final(trainer, info)
+    return training.save_final(trainer, info, export_lora=ours.export_lora)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ class TinyLoraArguments:
         default=False, metadata={"help": "sample the training problems before and after training and compare"}
     )
     eval_samples: int = field(default=16, metadata={"help": "samples per problem for --compare_before_after"})
+    export_lora: bool = field(
+        default=False, metadata={"help": "also write the final adapter as a standard PEFT LoRA to OUTPUT_DIR/final_lora"}
+    )
 
 
 def split_positionals(argv: list[str], default_config: Path | None = None) -> list[str]:
@@ -238,14 +241,18 @@ def run_info(ours, trainer_args, prompt: data.PromptSettings, data_digest: str, 
             "prompt": prompt.to_dict()}
 
 
-def save_final(trainer, info: dict) -> Path:
-    """The trained adapter in OUTPUT_DIR/final (atomically, on the main process), with `info` in its metadata."""
+def save_final(trainer, info: dict, export_lora: bool = False) -> Path:
+    """The trained adapter in OUTPUT_DIR/final (atomically, on the main process), with `info` in its metadata;
+    with `export_lora` also as the exact rank-r PEFT LoRA any LoRA runtime serves (OUTPUT_DIR/final_lora)."""
     import tinylora
 
     final = Path(trainer.args.output_dir) / "final"
     if trainer.args.should_save:
         tinylora.save_tiny_lora(trainer.model, final, extra_meta={**info, "global_step": trainer.state.global_step})
         print(f"adapter ({tinylora.count_trainable(trainer.model)} numbers) saved to {final}")
+        if export_lora:
+            lora = tinylora.export_lora(trainer.model, final.with_name("final_lora"))
+            print(f"the same adapter as a standard PEFT LoRA (for vLLM --enable-lora, PeftModel) in {lora}")
     return final
 
 
@@ -297,6 +304,80 @@ def resume_checkpoint(output_dir: Path) -> Path:
     return found
 
 
+# ------------------------------------------------------------------------------------------- what a run shows
+METRICS_FILE = "metrics.jsonl"  # every log of the run, one JSON object per line, written as it happens
+CURVES_FILE = "curves.png"  # reward and judge rates by step, drawn at the end
+
+
+def _shown(logs: dict, key: str, spec: str) -> str:
+    value = logs.get(key)
+    return "-" if value is None else format(value, spec)
+
+
+def append_metrics(output_dir: Path, entry: dict) -> None:
+    """One line of OUTPUT_DIR/metrics.jsonl (the main process's logs and validations, in the order they happen)."""
+    with open(output_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def step_line(step: int, max_steps: int, logs: dict) -> str:
+    """One console line per training log instead of TRL's 40-key dict: reward mean ± std over the step's
+    completions, the judge's full-pass / compile / no-code rates, mean completion length and seconds per step.
+    Other logs (the end-of-training summary) print their numbers compactly on one line too."""
+    if "reward" not in logs:
+        shown = {k: v for k, v in logs.items() if k != "total_flos"}
+        return f"step {step}/{max_steps}: " + ", ".join(
+            f"{k} {format(v, '.4g') if isinstance(v, float) else v}" for k, v in shown.items())
+    return (f"step {step}/{max_steps} | reward {_shown(logs, 'reward', '.3f')} ± {_shown(logs, 'reward_std', '.3f')} "
+            f"| pass {_shown(logs, 'judge/full_pass_rate', '.0%')} compile {_shown(logs, 'judge/compile_rate', '.0%')} "
+            f"no code {_shown(logs, 'judge/no_code_rate', '.0%')} | {_shown(logs, 'completions/mean_length', '.0f')} "
+            f"tokens | {_shown(logs, 'step_time', '.1f')} s/step")
+
+
+def run_log_callbacks(trainer) -> None:
+    """Swap the Trainer's log printer (ProgressCallback's dict under the bar, or PrinterCallback's with
+    --disable_tqdm) for `step_line`, and add metrics.jsonl and curves.png in the output folder (main process).
+    `report_to` loggers are separate callbacks and still receive every metric."""
+    from tqdm import tqdm
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+    import plots
+
+    class StepLines(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero:
+                tqdm.write(step_line(state.global_step, state.max_steps, logs))
+
+    class StepLinesUnderBar(StepLines, ProgressCallback):
+        """ProgressCallback's bar; StepLines' on_log comes first in the MRO and replaces the dict."""
+
+    class RunLog(TrainerCallback):
+        def __init__(self, output_dir: Path):
+            self.output_dir, self.metrics = output_dir, output_dir / METRICS_FILE
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            """A fresh run starts the file; a resumed one keeps what came before its checkpoint."""
+            if state.is_world_process_zero:
+                kept = [line for line in self.metrics.read_text().splitlines()
+                        if json.loads(line)["step"] <= state.global_step] if self.metrics.exists() else []
+                self.metrics.parent.mkdir(parents=True, exist_ok=True)
+                self.metrics.write_text("".join(line + "\n" for line in kept))
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero:
+                append_metrics(self.output_dir, {"step": state.global_step, **logs})
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                drawn = plots.training_curves(state.log_history, self.output_dir / CURVES_FILE, title=args.output_dir)
+                tqdm.write(f"metrics in {self.metrics}" + (f", curves in {drawn}" if drawn else ""))
+
+    under_bar = trainer.pop_callback(ProgressCallback) is not None
+    trainer.pop_callback(PrinterCallback)
+    trainer.add_callback(StepLinesUnderBar if under_bar else StepLines)
+    trainer.add_callback(RunLog(Path(trainer.args.output_dir)))
+
+
 def make_trainer_class():
     """GRPOTrainer with fp32 v and atomic, manifest-checked checkpoints (imported lazily: TRL is slow to import)."""
     from trl import GRPOTrainer
@@ -307,6 +388,7 @@ def make_trainer_class():
         def __init__(self, *args, run_info: dict, **kwargs):
             super().__init__(*args, **kwargs)
             tinylora.ensure_v_fp32(self.model)  # TRL casts trainable params of 4-bit models to bf16
+            run_log_callbacks(self)
             self.run_info = run_info
             self._staging: Path | None = None
 
@@ -363,6 +445,7 @@ def validation_callback(tokenizer, val_problems: list[dict], ours: TinyLoraArgum
             metrics = {f"val/{k}": summary[k] for k in ("pass@1", "compile_rate", "avg_reward") if k in summary}
             print(f"validation @ step {state.global_step}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
             state.log_history.append({**metrics, "step": state.global_step})
+            append_metrics(output_dir, {"step": state.global_step, **metrics})
             score = (summary.get("pass@1", 0.0), summary.get("avg_reward", 0.0))
             if self.best is None or score > self.best:
                 self.best = score

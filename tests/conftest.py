@@ -11,6 +11,11 @@ SHARED_REALDATA = next((p / "shared" / "realdata" for p in ROOT.parents if (p / 
 sys.path.insert(0, str(ROOT))
 
 
+def is_png(path: Path) -> bool:
+    """A drawn picture: PNG's signature and more bytes than an empty frame (the scripts' PNGs are 20-90 kB)."""
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "slow: takes over a minute on 2 CPU cores")
     config.addinivalue_line("markers", "realdata: reads ../shared/realdata (skipped when absent)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import is_png
 
 import data
 import evaluation
@@ -149,6 +150,16 @@ def test_compare_table_and_p_value_on_a_constructed_pair():
     assert "only by A 1, only by B 4, two-sided p = 0.375" in table
 
 
+def test_compare_draws_paired_bars_into_the_output_dir(tmp_path, capsys):
+    for name, passing in (("a", {0, 1, 2, 9}), ("b", {0, 1, 2, 3, 4, 5, 6})):
+        (tmp_path / f"{name}.json").write_text(json.dumps(constructed_summary(passing, name)))
+    result = test_cli.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                            "--output_dir", str(tmp_path / "chart")])
+    chart = tmp_path / "chart" / "compare.png"
+    assert result["chart"] == str(chart) and is_png(chart)
+    assert f"wrote {chart}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("change, field", [
     (lambda run: run["generation"].update(seed=7), "generation.seed"),
     (lambda run: run.update(prompts_sha256="def"), "prompts_sha256"),
@@ -220,6 +231,8 @@ def test_baseline_and_adapter_runs_add_up_and_compare(tmp_path, capsys, adapter_
     result = test_cli.main(["--compare", str(tmp_path / "base" / "summary.json"),
                             str(tmp_path / "tuned" / "summary.json")])
     assert result["problems"] == 4 and "McNemar exact test" in capsys.readouterr().out
+    assert result["chart"] == str(tmp_path / "tuned" / "compare_vs_base.png")  # beside B without --output_dir
+    assert is_png(Path(result["chart"]))
 
 
 def test_validate_shares_the_path_and_picks_a_split(tmp_path):

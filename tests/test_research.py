@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import is_png
 
 import data
 import loss_surface
@@ -66,6 +67,7 @@ def test_sweep_completes_and_a_rerun_redoes_no_cell(tmp_path):
         summary = json.loads((out / row["cell"] / "validate" / "summary.json").read_text())
         assert summary["metrics"]["pass@1"] == float(row["pass@1"]) and summary["metrics"]["problems"] == 2
     assert "Best cell: **" in (out / "results.md").read_text()
+    assert is_png(out / "pass_vs_params.png")
 
     def must_not_run(*args):
         raise AssertionError("a finished cell was run again")
@@ -183,6 +185,7 @@ def test_loss_surface_grid_centre_and_resume(tmp_path, tiny, capsys):
     (centre,) = [r for r in rows if float(r["v1"]) == 0 and float(r["v2"]) == 0]
     assert float(centre["loss"]) == pytest.approx(sft.sft_loss(model, examples), abs=1e-6)
     assert len({r["loss"] for r in rows}) == 9  # v moves the model: every point differs
+    assert is_png(out / "surface.png")
     loss_surface.main([*SURFACE_ARGS, "--output_dir", str(out)])
     assert csv_rows(csv_path) == rows  # resumed: nothing recomputed
     assert "other rank" in exits_2(capsys, loss_surface.main, [*SURFACE_ARGS, "--rank", "3", "--output_dir", str(out)])
