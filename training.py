@@ -137,16 +137,30 @@ def set_checkpointing(trainer_args, enabled: bool, **kwargs) -> None:
         trainer_args.activation_checkpointing_kwargs = kwargs or None
 
 
+def set_bf16(trainer_args, enabled: bool) -> None:
+    """Turn bf16 mixed precision on or off after the config was built.
+
+    TRL's configs default to bf16=True, and transformers 5 turns that into `mixed_precision="bf16"` in
+    __post_init__, which is what the Trainer's accelerator reads: assigning bf16=False afterwards left CPU training
+    under bf16 autocast, whose matmuls have no fast kernel on most CPUs (a SmolLM2 GRPO backward ran in torch's
+    reference GEMM, 30x slower than fp32 BLAS). Set the resolved field too.
+    """
+    trainer_args.bf16, trainer_args.fp16 = enabled, False
+    if hasattr(trainer_args, "mixed_precision"):
+        trainer_args.mixed_precision = "bf16" if enabled else "no"
+
+
 def configure_device(trainer_args) -> str:
     """bf16 + gradient checkpointing on GPU; fp32 on CPU (bf16 autocast on CPU is slow and lossy)."""
     import torch
     from accelerate import PartialState
 
     if torch.cuda.is_available() and not trainer_args.use_cpu:
-        trainer_args.bf16 = True
+        set_bf16(trainer_args, True)
         set_checkpointing(trainer_args, True, use_reentrant=False)
         return str(PartialState().device)
-    trainer_args.use_cpu, trainer_args.bf16, trainer_args.fp16 = True, False, False
+    trainer_args.use_cpu = True
+    set_bf16(trainer_args, False)
     set_checkpointing(trainer_args, False)  # TRL turns it on by default; on CPU memory is plentiful and time is not
     return "cpu"
 

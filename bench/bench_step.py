@@ -175,6 +175,7 @@ def summarize(record: StepRecord) -> dict:
         "rollout_padded_tok_s": padded / parts["generation"] if parts["generation"] else 0.0,
         "reward": record.logs.get("reward"),
         "trl_step_time": record.logs.get("step_time"),
+        "mixed_precision": record.trainer.accelerator.mixed_precision,  # "no" on CPU: bf16 autocast has no fast GEMM
     }
 
 

@@ -61,12 +61,13 @@ def profile_tiny_step(tmp_path: Path, *extra: str) -> dict:
     """One profiled step of train_rl.py with the real-model config's settings, on the tiny model (seconds, not minutes)."""
     sys.path.insert(0, str(ROOT / "bench"))
     import bench_step
-    import train_rl
+    import training
 
     record = bench_step.StepRecord()
-    with bench_step.profiled(record, train_rl):
-        train_rl.main(["32", "2", "--config", "configs/smollm2_cpu.yaml", "--model", "tiny", "--max_completion_length",
-                       "8", "--max_steps", "1", "--save_steps", "100", "--output_dir", str(tmp_path), *extra])
+    with bench_step.profiled(record, training):
+        bench_step.run_train_rl(["32", "2", "--config", "configs/smollm2_cpu.yaml", "--model", "tiny",
+                                 "--max_completion_length", "8", "--max_steps", "1", "--save_steps", "100",
+                                 "--output_dir", str(tmp_path), *extra])
     return bench_step.summarize(record)
 
 
@@ -78,6 +79,7 @@ def test_real_model_config_makes_one_pass_with_grad_and_no_extra_log_prob_pass(t
     assert passes["with_grad_forwards"] == [(8, passes["with_grad_forwards"][0][1])]  # all 8 rows in one pass
     assert passes["decode_forwards"] <= 8 - 1 and passes["long_no_grad_forwards"] == 1  # prefill only
     assert step["parts_s"]["backward"] > 0 and step["parts_s"]["generation"] > 0
+    assert step["mixed_precision"] == "no"  # TRL's bf16=True default must not reach a CPU run's autocast
 
 
 def test_the_pass_counter_sees_an_old_log_prob_pass(tmp_path):

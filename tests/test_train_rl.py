@@ -265,3 +265,16 @@ def test_one_grpo_step_on_smollm2_with_the_real_judge(tmp_path):
     assert tinylora.read_meta(final)["trainable"] == 32 and saved_v(final).shape == (32,)
     log = json.loads((tmp_path / "checkpoint-1" / "trainer_state.json").read_text())["log_history"]
     assert log[0]["step"] == 1 and "reward" in log[0] and 0 < log[0]["completions/mean_length"] <= 64
+
+
+def test_cpu_training_runs_in_fp32_without_recomputation(tmp_path):
+    """TRL's GRPOConfig defaults to bf16 and activation checkpointing, and transformers 5 resolves both when the config
+    is built: configure_device must undo the resolved fields too, or CPU steps run under bf16 autocast (no fast GEMM:
+    a SmolLM2 backward 30x slower) and recompute every forward."""
+    from trl import GRPOConfig
+
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True)  # as configs/*_cpu.yaml set it
+    assert args.mixed_precision == "bf16"  # the trap this guards against
+    assert training.configure_device(args) == "cpu"
+    assert (args.mixed_precision, args.bf16, args.fp16) == ("no", False, False)
+    assert not args.gradient_checkpointing and not getattr(args, "activation_checkpointing", False)
