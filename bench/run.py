@@ -69,9 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def judge_throughput(programs: int, tests: int) -> dict:
     """bench_judge's workload graded by the judge (one worker per core) and by the seed-style loop, same programs."""
-    import bench_judge
+    import judge_workload
 
-    m = bench_judge.measure(programs, tests)
+    m = judge_workload.measure(programs, tests)
     return {"programs": programs, "tests": tests, "workers": m["workers"], "judge_s": m["judge_s"],
             "seed_style_s": m["seed_style_s"], "judge_programs_s": programs / m["judge_s"],
             "seed_style_programs_s": programs / m["seed_style_s"], "speedup": m["seed_style_s"] / m["judge_s"]}

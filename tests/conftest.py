@@ -1,6 +1,7 @@
 """Shared pytest configuration: markers and paths every test module may use."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -41,3 +42,11 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def load_script(name: str):
+    """test.py / validate.py as modules (the name `test` would clash with the standard library's package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,13 +3,12 @@ the one-line errors a user gets for a wrong checkpoint or a mismatched run."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import is_png
+from conftest import is_png, load_script
 
 import data
 import evaluation
@@ -19,14 +18,6 @@ import tinylora
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "data" / "sample"
 FAST = ["--model", "tiny", "--no_quant", "--dataset", "sample", "--max_new_tokens", "12", "--batch_size", "3"]
-
-
-def load_script(name: str):
-    """test.py / validate.py as modules (the name `test` would clash with the standard library's package)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 test_cli, validate_cli = load_script("test"), load_script("validate")

@@ -40,16 +40,8 @@ def test_the_scripts_are_found():
     assert not is_script(ROOT / "training.py") and not is_script(ROOT / "evaluation.py")
 
 
-# bench/run.py imports bench/bench_judge.py (a script) for its judge workload; bench/ belongs to the real-model
-# work, which is to move that workload into a module. strict: this fails as soon as it is fixed, so the marker
-# cannot outlive the problem.
-KNOWN = {"run": "bench/run.py imports the script bench_judge.py (to be split by the bench owner)"}
-
-
 @pytest.mark.parametrize("script", [
-    pytest.param(p, id=str(p.relative_to(ROOT)),
-                 marks=[pytest.mark.xfail(strict=True, reason=KNOWN[p.stem])] if p.stem in KNOWN else [])
-    for p in SCRIPTS
+    pytest.param(p, id=str(p.relative_to(ROOT))) for p in SCRIPTS
 ])
 def test_no_script_imports_a_script(script: Path):
     others = sorted(name for name in imported_names(script) & set(SCRIPT_NAMES) if SCRIPT_NAMES[name] != script)
