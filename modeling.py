@@ -140,12 +140,13 @@ def tiny_model_dir() -> Path:
     return out_dir
 
 
-def resolve_model_path(name: str) -> str:
+def resolve_model_path(name: str | os.PathLike) -> str:
     """`tiny` / `tiny-coder` / `smollm2` / `FILE.gguf` -> a local HF folder or a hub id from_pretrained can load.
 
     A local dir stays as is; anything else is a hub id. A name that can only be a path (it starts with . or /, or
     has more than one /) must exist: otherwise the hub client would report it as a malformed repo id.
     """
+    name = os.fspath(name)
     if name == TINY:
         return str(tiny_model_dir())
     if name == TINY_CODER:
