@@ -407,6 +407,24 @@ def test_extract_code_with_code_glued_to_a_fence(completion, code) -> None:
     assert utils.extract_code(completion) == code
 
 
+SMOLLM2_COMPLETIONS = ROOT / "tests" / "fixtures" / "smollm2_completions.jsonl"
+
+
+def test_extract_code_on_real_smollm2_completions() -> None:
+    """24 real SmolLM2-135M-Instruct completions from docs/experiments.md's base run (temperature 0.8, 256 tokens,
+    truncated ones included): a program is found whenever the completion has an #include or a cpp fence, and no
+    fence ever reaches the compiler (the "stray '`'" CE the issue saw)."""
+    rows = [json.loads(line) for line in SMOLLM2_COMPLETIONS.read_text().splitlines()]
+    assert len(rows) == 24
+    for row in rows:
+        code, text = utils.extract_code(row["completion"]), row["completion"]
+        assert code is None or "```" not in code, row["id"]
+        if "#include" in text or "```cpp" in text:
+            assert code, row["id"]
+        if row["verdict"] == "NO_CODE":
+            assert code is None, row["id"]
+
+
 def test_include_fallback_stops_at_a_closing_fence() -> None:
     code = "#include <iostream>\nint main() { return 0; }"
     assert utils.extract_code(f"Try this:\n{code}\n```\nIt prints nothing.") == code  # stray closing fence
