@@ -227,7 +227,8 @@ JUDGE_UNDER_LOAD = """
 import json, os, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
 import utils
-codes, config = json.loads(sys.stdin.read()), utils.JudgeConfig(time_limit_s=2.0, memory_mb=256)
+# the judge's default 1 GiB: the MLE rule (peak >= 90% of the address-space limit) has room beside libraries
+codes, config = json.loads(sys.stdin.read()), utils.JudgeConfig(time_limit_s=2.0, memory_mb=1024)
 for code in codes:
     utils.compile_program(code, config)
 # each hog in its own session: the kernel's autogroup scheduler shares CPU between sessions, and the judge starts
