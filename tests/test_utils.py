@@ -220,9 +220,9 @@ LOAD_PROGRAMS = {  # a correct program needing 1 s of CPU (limit 2 s), and a 1 M
                        Verdict.OK),
     "malloc_hog": (HEAD + "int main(){ for(;;){ char* p=(char*)malloc(1<<20); memset(p, 1, 1<<20); } }", Verdict.MLE),
 }
-# Judged in a fresh Python process: the judge can only read a crashed program's peak memory (its MLE evidence
-# besides bad_alloc) while the judging process is smaller than the limit (docs/judge.md, "Memory"), and this test
-# process may already hold models when the whole suite runs.
+# Judged in a fresh Python process started from a small one: the judge can only read a crashed program's peak memory
+# (its MLE evidence besides bad_alloc) while the judging process's recorded peak is below the limit (docs/judge.md,
+# "MLE needs evidence"), and this test process may already hold models when the whole suite runs.
 JUDGE_UNDER_LOAD = """
 import json, os, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -251,8 +251,10 @@ def under_load() -> dict:
     """Judge LOAD_PROGRAMS while busy loops run on every core, twice as many as cores (compiled first, unloaded)."""
     codes = [code + f"// {time.time_ns()}" for code, _ in LOAD_PROGRAMS.values()]
     before = frozenset(_sandbox_processes())
-    out = subprocess.run([sys.executable, "-c", JUDGE_UNDER_LOAD, str(ROOT)], input=json.dumps(codes),
-                         capture_output=True, text=True, timeout=300, check=True)
+    # through a small sh (which cannot exec-replace itself: a command follows): a process forked straight from this
+    # one would start with this process's resident set as its recorded peak, and so would every program it judges
+    out = subprocess.run(["sh", "-c", '"$0" "$@"; exit $?', sys.executable, "-c", JUDGE_UNDER_LOAD, str(ROOT)],
+                         input=json.dumps(codes), capture_output=True, text=True, timeout=300, check=True)
     judged = [(Verdict(verdict), run_s) for verdict, run_s in json.loads(out.stdout.splitlines()[-1])]
     return {"results": dict(zip(LOAD_PROGRAMS, judged)), "leftovers": _leftovers(before)}
 
