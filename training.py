@@ -392,11 +392,36 @@ def run_log_callbacks(trainer) -> None:
     trainer.add_callback(RunLog(Path(trainer.args.output_dir)))
 
 
+def score_completion_positions_only() -> None:
+    """Let TRL's fused LM head score only the completion tokens on CPU, as it already does on CUDA.
+
+    TRL 1.x runs every scoring pass's LM head (`trl.trainer.utils.add_fused_lm_head`) over the positions whose label
+    is not -100, packed together, but only where `_use_triton` says a Triton device: elsewhere it scores every
+    position (prompt and padding too) and masks afterwards, so that static-shape compilers (Neuron) see one tile
+    shape. On CPU nothing compiles, and scoring all positions put 8 × 485 rows instead of about 1,500 through a
+    49,152-word head, three GEMMs each (forward, recompute, input gradient). The packed path is the one TRL runs on
+    CUDA; only its guard is widened here, for the CPU and nowhere else.
+    """
+    from trl.trainer import utils as trl_utils
+
+    triton_guard = trl_utils._use_triton
+    if getattr(triton_guard, "packs_cpu", False):
+        return
+
+    def packed_on_cpu(device) -> bool:
+        return device.type == "cpu" or triton_guard(device)
+
+    packed_on_cpu.packs_cpu = True
+    trl_utils._use_triton = packed_on_cpu
+
+
 def make_trainer_class():
     """GRPOTrainer with fp32 v and atomic, manifest-checked checkpoints (imported lazily: TRL is slow to import)."""
     from trl import GRPOTrainer
 
     import tinylora
+
+    score_completion_positions_only()
 
     class TinyLoraGRPOTrainer(GRPOTrainer):
         def __init__(self, *args, run_info: dict, **kwargs):

@@ -9,8 +9,10 @@ seams, none of which changes what runs:
   backward is what lies between the end of `compute_loss` and the optimizer;
 - a forward pre-hook inside the first decoder layer (its MLP) counts every forward pass with its shape and grad mode (a pass
   activation checkpointing re-runs inside the backward included), so the passes per step are counted, not assumed.
-Then it measures the same model's plain `generate` on the step's prompts and this CPU's matmul rate, so the rollout
-speed is given against both.
+Then it measures the same model's plain `generate` on the step's prompts and two rates of this CPU, so every part
+of the step is given against what it could cost at best (`part_bounds`): the GEMM rate at the passes' shapes for
+prefill, the forward with grad and its backward, and for decoding the rate at which a skinny GEMM streams a weight
+matrix too large for the caches, because one decode step reads every weight once from memory for only a few rows.
 """
 from __future__ import annotations
 
@@ -123,13 +125,41 @@ def matmul_rate(rows: int, inner: int, cols: int, seconds: float = 2.0) -> float
     return 2 * rows * inner * cols / best
 
 
-def flops_per_token(config) -> float:
-    """Matmul FLOPs per token of a Llama/Qwen2 decoder: the seven projections of every layer plus the LM head
-    (attention scores and softmax left out: under 15% at these lengths)."""
+def weight_stream_rate(rows: int, inner: int, cols: int, seconds: float = 2.0) -> float:
+    """Bytes/s at which `F.linear` reads an fp32 (cols, inner) weight for `rows` rows, best of repeats: with a
+    weight larger than the caches (an LM head) this is how fast a decode step, which reads every weight once for a
+    handful of rows, can go; on the development machine it is far below the GEMM rate at the same shape."""
+    x, weight = torch.randn(rows, inner), torch.randn(cols, inner)
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        torch.nn.functional.linear(x, weight)  # (rows, cols)
+        best = min(best, time.perf_counter() - start)
+    return weight.numel() * weight.element_size() / best
+
+
+def flops_per_token(config, lm_head: bool = True) -> float:
+    """Matmul FLOPs per token of a Llama/Qwen2 decoder: the seven projections of every layer, plus the LM head
+    when `lm_head` (attention scores and softmax left out: under 15% at these lengths)."""
     h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     kv = config.num_key_value_heads * (h // config.num_attention_heads)
     per_layer = h * h * 2 + h * kv * 2 + h * i * 3  # q, o; k, v; gate, up, down
-    return 2 * (layers * per_layer + h * config.vocab_size)
+    return 2 * (layers * per_layer + (h * config.vocab_size if lm_head else 0))
+
+
+def part_bounds(step: dict, body_flops: float, head_flops: float, gemm_flop_s: float, stream_bytes_s: float) -> dict:
+    """Seconds each part of the step would take at this CPU's measured rates, with nothing wasted.
+
+    Prefill: the prompt tokens through the body (the LM head only sees each row's last token). Decode: every
+    decode step streams all fp32 weights once (2 bytes per FLOP of a token). Forward with grad: every token of
+    the (rows, prompt + completion) batch through the body, the LM head only on completion positions (TRL's
+    `logits_to_keep`). Backward: one GEMM per forward GEMM, since only activations need gradients (v's 32
+    numbers are a product of rank-r terms; no weight gradient is formed).
+    """
+    forward = (step["with_grad_tokens"] * body_flops + step["padded_completion_tokens"] * head_flops) / gemm_flop_s
+    return {"prefill": step["prefill_tokens"] * body_flops / gemm_flop_s,
+            "decode": step["passes"]["decode_forwards"] * 2 * (body_flops + head_flops) / stream_bytes_s,
+            "forward_with_grad": forward, "backward": forward}
 
 
 def plain_generate(model, tokenizer, prompts: list[str], new_tokens: int, temperature: float) -> float:
@@ -157,6 +187,9 @@ def summarize(record: StepRecord) -> dict:
     rows = record.forwards[0][0]  # the generation batch: prompts x num_generations
     logprob_calls = [g for name, _, _, g in record.sections if name.endswith("_get_per_token_logps_and_entropies")]
     completion_tokens = record.logs.get("completions/mean_length", 0.0) * rows
+    with_grad = [(b, s) for b, s, g in record.forwards if g]
+    # old / reference log-prob passes score the same (rows, prompt + completion) batch as the pass with grad
+    scored_no_grad = logprob_calls.count(False) * (with_grad[0][0] * with_grad[0][1] if with_grad else 0)
     padded = record.logs.get("completions/max_length", 0.0) * rows  # every row runs until the longest stops
     return {
         "step_s": step,
@@ -169,6 +202,8 @@ def summarize(record: StepRecord) -> dict:
             "with_grad_forwards": [(b, s) for b, s, g in record.forwards if g],
         },
         "rows": rows,
+        "prefill_tokens": sum(b * s for b, s, g in record.forwards if s > 1 and not g) - scored_no_grad,
+        "with_grad_tokens": sum(b * s for b, s, g in record.forwards if g),
         "completion_tokens": completion_tokens,
         "padded_completion_tokens": padded,
         "rollout_tok_s": completion_tokens / parts["generation"] if parts["generation"] else 0.0,
@@ -205,4 +240,8 @@ def measure(argv: list[str], plain_tokens: int = 32) -> dict:
                             "scoring": matmul_rate(2048, config.hidden_size, config.intermediate_size)}
     out["flops_per_token"] = flops_per_token(config)
     out["rollout_matmul_bound_tok_s"] = out["matmul_flop_s"]["decode"] / out["flops_per_token"]
+    out["weight_stream_bytes_s"] = weight_stream_rate(rows, config.hidden_size, config.vocab_size)
+    body = flops_per_token(config, lm_head=False)
+    out["bound_s"] = part_bounds(out, body, out["flops_per_token"] - body, out["matmul_flop_s"]["scoring"],
+                                 out["weight_stream_bytes_s"])
     return out

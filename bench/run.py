@@ -194,8 +194,22 @@ def real_step_table(r: dict) -> str:
             f"{r['flops_per_token'] / 1e6:.0f} MFLOP/token) | {r['rollout_padded_tok_s'] / bound:.2f} |",
             f"| padding in the batch | {r['completion_tokens']:.0f} completion tokens | {r['padded_completion_tokens']:.0f} "
             f"computed (every row until the longest stops) | {r['completion_tokens'] / max(r['padded_completion_tokens'], 1):.2f} |"]
-    rows += [f"| {name.replace('_', ' ')} | {seconds:.1f} s | of the step | {seconds / r['step_s']:.2f} |"
-             for name, seconds in parts.items()]
+    bound = r["bound_s"]
+    best = {"generation": bound["prefill"] + bound["decode"], "forward_with_grad": bound["forward_with_grad"],
+            "backward": bound["backward"]}
+    rows.append(f"| GRPO step at this CPU's rates | {r['step_s']:.0f} s | {sum(best.values()) + parts['judge']:.0f} s "
+                f"(parts below + judge) | {r['step_s'] / (sum(best.values()) + parts['judge']):.2f} |")
+    rows.append(f"| decode weight streaming | {r['weight_stream_bytes_s'] / 1e9:.2f} GB/s (fp32 LM head, {r['rows']} rows) "
+                f"| GEMM at batch {r['rows']}: {r['matmul_flop_s']['decode'] / 1e9:.1f} GFLOP/s in cache, "
+                f"{r['matmul_flop_s']['scoring'] / 1e9:.1f} at 2048 rows | — |")
+    for name, seconds in parts.items():
+        if name in best:
+            detail = (f"prefill {bound['prefill']:.1f} s + decode {bound['decode']:.1f} s" if name == "generation"
+                      else f"{best[name]:.1f} s")
+            rows.append(f"| {name.replace('_', ' ')} | {seconds:.1f} s ({seconds / r['step_s']:.0%} of the step) "
+                        f"| at this CPU's rates: {detail} | {seconds / best[name]:.2f} |")
+        else:
+            rows.append(f"| {name.replace('_', ' ')} | {seconds:.1f} s | of the step | {seconds / r['step_s']:.2f} |")
     rows.append(f"| forward passes | {passes['decode_forwards']} decode + {passes['long_no_grad_forwards']} long no-grad "
                 f"(prefill + {passes['logprob_calls_no_grad']} old/ref log-prob calls) + "
                 f"{len(passes['with_grad_forwards'])} with grad {passes['with_grad_forwards']} | minimum: prefill + "

@@ -288,3 +288,36 @@ def test_cpu_training_runs_in_fp32_without_recomputation(tmp_path):
     assert training.configure_device(args) == "cpu"
     assert (args.mixed_precision, args.bf16, args.fp16) == ("no", False, False)
     assert not args.gradient_checkpointing and not getattr(args, "activation_checkpointing", False)
+
+
+def test_cpu_scoring_puts_only_completion_tokens_through_the_lm_head(monkeypatch):
+    """TRL scores every position on CPU (prompt and padding included) unless told the packed path is safe there:
+    after `score_completion_positions_only` the head sees only the labelled rows, with the same log-probs and the
+    same gradient."""
+    from trl.trainer import utils as trl_utils
+
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # restored after the test
+    rows_scored = []
+    original_apply = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
+                        lambda hidden, *rest: rows_scored.append(hidden.shape[0]) or original_apply(hidden, *rest))
+    model, _ = modeling.load_model(modeling.TINY, quant=False)
+    trl_utils.add_fused_lm_head(model, temperature=0.7)
+    ids = torch.randint(3, 100, (2, 12))  # (batch, seq)
+    labels = ids.clone()
+    labels[:, :8] = -100  # the prompt: not scored
+    labels[1, -2:] = -100  # padding after a short completion
+
+    def scored() -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.log_probs.sum().backward()
+        return out.log_probs.detach(), model.model.layers[0].mlp.down_proj.weight.grad.clone()
+
+    everywhere, grad_everywhere = scored()
+    training.score_completion_positions_only()
+    training.score_completion_positions_only()  # idempotent: one wrapper, not two
+    packed, grad_packed = scored()
+    assert rows_scored == [2 * (12 - 1), int((labels[:, 1:] != -100).sum())]  # next-token labels: shifted by one
+    torch.testing.assert_close(packed, everywhere)
+    torch.testing.assert_close(grad_packed, grad_everywhere)
