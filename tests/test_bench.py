@@ -80,6 +80,19 @@ def test_real_model_config_makes_one_pass_with_grad_and_no_extra_log_prob_pass(t
     assert passes["decode_forwards"] <= 8 - 1 and passes["long_no_grad_forwards"] == 1  # prefill only
     assert step["parts_s"]["backward"] > 0 and step["parts_s"]["generation"] > 0
     assert step["mixed_precision"] == "no"  # TRL's bf16=True default must not reach a CPU run's autocast
+    seq = passes["with_grad_forwards"][0][1]
+    assert step["with_grad_tokens"] == 8 * seq and 0 < step["prefill_tokens"] < 8 * seq  # the prompt part only
+
+
+def test_part_bounds_price_each_part_at_the_given_rates():
+    """Prefill and the scoring passes at the GEMM rate (the head only on completion rows), decode by streaming."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_step
+
+    step = {"prefill_tokens": 100, "with_grad_tokens": 300, "padded_completion_tokens": 200,
+            "passes": {"decode_forwards": 10}}
+    bounds = bench_step.part_bounds(step, body_flops=2.0, head_flops=1.0, gemm_flop_s=10.0, stream_bytes_s=3.0)
+    assert bounds == pytest.approx({"prefill": 20.0, "decode": 20.0, "forward_with_grad": 80.0, "backward": 80.0})
 
 
 def test_the_pass_counter_sees_an_old_log_prob_pass(tmp_path):
