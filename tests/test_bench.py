@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,6 +75,8 @@ def profile_tiny_step(tmp_path: Path, *extra: str) -> dict:
 def test_real_model_config_makes_one_pass_with_grad_and_no_extra_log_prob_pass(tmp_path):
     """configs/smollm2_cpu.yaml's step is generation + one forward with grad + its backward: nothing else."""
     step = profile_tiny_step(tmp_path)
+    import bench_step  # importable once profile_tiny_step has put bench/ on the path
+
     passes = step["passes"]
     assert passes["logprob_calls_no_grad"] == 0 and passes["logprob_calls_with_grad"] == 1
     assert passes["with_grad_forwards"] == [(8, passes["with_grad_forwards"][0][1])]  # all 8 rows in one pass
@@ -82,6 +85,12 @@ def test_real_model_config_makes_one_pass_with_grad_and_no_extra_log_prob_pass(t
     assert step["mixed_precision"] == "no"  # TRL's bf16=True default must not reach a CPU run's autocast
     seq = passes["with_grad_forwards"][0][1]
     assert step["with_grad_tokens"] == 8 * seq and 0 < step["prefill_tokens"] < 8 * seq  # the prompt part only
+    rates = {"plain_generate_tokens": 8, "plain_generate_tok_s": {"adapted": 9.0, "base": 10.0}, "threads": 1,
+             "matmul_flop_s": {"decode": 1e9, "scoring": 2e9}, "flops_per_token": 3e5, "peak_rss_bytes": 2**30,
+             "rollout_matmul_bound_tok_s": 1e3, "weight_stream_bytes_s": 1e9}
+    step.update(rates, bound_s=bench_step.part_bounds(step, 2e5, 1e5, 2e9, 1e9))
+    table = load_script("bench/run").real_step_table(step)  # what `bench/run.py --preset smollm2` prints
+    assert "| GRPO step at this CPU's rates |" in table and "| backward |" in table
 
 
 def test_part_bounds_price_each_part_at_the_given_rates():
