@@ -120,9 +120,10 @@ class TinyLoraLinear(peft_layer.Linear):
         for name in self.active_adapters:
             if name not in self.tinylora_A.keys():
                 continue
-            A, R, B = self._factors(name, x.dtype, result.dtype, x.device)  # (r, in), (r, r), (out, r)
+            A, R, B = self._factors(name, x.dtype, result.dtype, x.device)  # (r, in), (r, r) or None, (out, r)
             h = F.linear(self.tinylora_dropout[name](x), A)  # (batch, seq, r)
-            h = F.linear(h.to(R.dtype), R).to(result.dtype)  # (batch, seq, r): the tiny middle in fp32
+            if R is not None:  # v's gradient is wanted: R stays a separate fp32 factor in the graph
+                h = F.linear(h.to(R.dtype), R).to(result.dtype)  # (batch, seq, r): the tiny middle in fp32
             result = add_low_rank(result, h, B)  # (batch, seq, out)
         return result.to(x.dtype)  # as stock PEFT: the activations' dtype comes out
 
@@ -132,7 +133,8 @@ class TinyLoraLinear(peft_layer.Linear):
         return super()._apply(fn, *args, **kwargs)
 
     def _factors(self, name: str, x_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device):
-        """A cast for x (r, in), R (r, r) and B cast for the output (out, r), computed once per write to v.
+        """(A cast for x (r, in), R (r, r), B cast for the output (out, r)), computed once per write to v; without
+        a gradient for v, (A, None, B·R): R folded into B in fp32 once, so decoding and scoring run two thin GEMMs.
 
         Casting A and B and rebuilding R on every call cost about 10% of a forward. The cache key changes when v, A,
         B or P are written in place (their version counters), replaced (`.to`, `.half()`: their storage), or updated
@@ -148,11 +150,13 @@ class TinyLoraLinear(peft_layer.Linear):
             P_flat = P.detach().to(device, middle).reshape(P.shape[0], -1)  # (u, r·r)
             with torch.no_grad():
                 R = (v.to(device, middle) @ P_flat).view(P.shape[1:])  # (r, r)
-            cache[name] = (key, A.to(device, x_dtype), P_flat, R, B.to(device, out_dtype))
-        _, A_x, P_flat, R, B_out = cache[name]
+                BR = (B.to(device, middle) @ R).to(out_dtype)  # (out, r)
+            cache[name] = (key, A.to(device, x_dtype), P_flat, B.to(device, out_dtype), BR)
+        _, A_x, P_flat, B_out, BR = cache[name]
         if torch.is_grad_enabled() and v.requires_grad:
-            R = (v.to(P_flat.dtype) @ P_flat).view(R.shape)  # (r, r), part of v's autograd graph
-        return A_x, R, B_out
+            R = (v.to(P_flat.dtype) @ P_flat).view(P.shape[1:])  # (r, r), part of v's autograd graph
+            return A_x, R, B_out
+        return A_x, None, BR
 
 
 def _storage_version(t: torch.Tensor) -> tuple[int, int]:
