@@ -294,9 +294,11 @@ def test_cpu_scoring_puts_only_completion_tokens_through_the_lm_head(monkeypatch
     """TRL scores every position on CPU (prompt and padding included) unless told the packed path is safe there:
     after `score_completion_positions_only` the head sees only the labelled rows, with the same log-probs and the
     same gradient."""
+    from trl.kernels import chunked_logprob
     from trl.trainer import utils as trl_utils
 
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # restored after the test
+    # TRL's own guard (the kernels module keeps it): an earlier trainer in this process may have widened it already
+    monkeypatch.setattr(trl_utils, "_use_triton", chunked_logprob._use_triton)  # restored after the test
     rows_scored = []
     original_apply = trl_utils._ChunkedLogProbFunction.apply
     monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
