@@ -402,17 +402,13 @@ def score_completion_positions_only() -> None:
     49,152-word head, three GEMMs each (forward, recompute, input gradient). The packed path is the one TRL runs on
     CUDA; only its guard is widened here, for the CPU and nowhere else.
     """
+    from trl.kernels.chunked_logprob import _use_triton as triton_guard  # TRL's own guard, never replaced
     from trl.trainer import utils as trl_utils
-
-    triton_guard = trl_utils._use_triton
-    if getattr(triton_guard, "packs_cpu", False):
-        return
 
     def packed_on_cpu(device) -> bool:
         return device.type == "cpu" or triton_guard(device)
 
-    packed_on_cpu.packs_cpu = True
-    trl_utils._use_triton = packed_on_cpu
+    trl_utils._use_triton = packed_on_cpu  # a second call wraps TRL's guard again, not this wrapper
 
 
 def make_trainer_class():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,12 +117,17 @@ def run_train_rl(argv: list[str]) -> None:
 def matmul_rate(rows: int, inner: int, cols: int, seconds: float = 2.0) -> float:
     """This CPU's fp32 matmul rate in FLOP/s at one shape (best of repeated runs for about `seconds`)."""
     a, b = torch.randn(rows, inner), torch.randn(inner, cols)
+    return 2 * rows * inner * cols / fastest(lambda: a @ b, seconds)
+
+
+def fastest(run: Callable[[], object], seconds: float) -> float:
+    """The shortest of repeated calls of `run` for about `seconds`: the rate the machine can give, not its noise."""
     best, deadline = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter()
-        a @ b
+        run()
         best = min(best, time.perf_counter() - start)
-    return 2 * rows * inner * cols / best
+    return best
 
 
 def weight_stream_rate(rows: int, inner: int, cols: int, seconds: float = 2.0) -> float:
@@ -130,12 +135,8 @@ def weight_stream_rate(rows: int, inner: int, cols: int, seconds: float = 2.0) -
     weight larger than the caches (an LM head) this is how fast a decode step, which reads every weight once for a
     handful of rows, can go; on the development machine it is far below the GEMM rate at the same shape."""
     x, weight = torch.randn(rows, inner), torch.randn(cols, inner)
-    best, deadline = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        torch.nn.functional.linear(x, weight)  # (rows, cols)
-        best = min(best, time.perf_counter() - start)
-    return weight.numel() * weight.element_size() / best
+    seconds_per_read = fastest(lambda: torch.nn.functional.linear(x, weight), seconds)  # (rows, cols)
+    return weight.numel() * weight.element_size() / seconds_per_read
 
 
 def flops_per_token(config, lm_head: bool = True) -> float:
@@ -199,11 +200,11 @@ def summarize(record: StepRecord) -> dict:
             "long_no_grad_forwards": sum(1 for _, s, g in record.forwards if s > 1 and not g),  # prefill + scoring
             "logprob_calls_no_grad": logprob_calls.count(False),  # old / reference log-probs
             "logprob_calls_with_grad": logprob_calls.count(True),
-            "with_grad_forwards": [(b, s) for b, s, g in record.forwards if g],
+            "with_grad_forwards": with_grad,
         },
         "rows": rows,
         "prefill_tokens": sum(b * s for b, s, g in record.forwards if s > 1 and not g) - scored_no_grad,
-        "with_grad_tokens": sum(b * s for b, s, g in record.forwards if g),
+        "with_grad_tokens": sum(b * s for b, s in with_grad),
         "completion_tokens": completion_tokens,
         "padded_completion_tokens": padded,
         "rollout_tok_s": completion_tokens / parts["generation"] if parts["generation"] else 0.0,
