@@ -4,7 +4,8 @@ It runs train_rl.py itself in this process (`runpy`, as `python train_rl.py` wou
 real model, prompts and judge; the script is run, not imported) for one step with a profiler attached at three
 seams, none of which changes what runs:
 - TRL's own profiling contexts (`trl.extras.profiling.ProfilingContext`) time `transformers.generate`,
-  `_calculate_rewards` (the judge), `_get_per_token_logps_and_entropies` and `compute_loss`;
+  `_calculate_rewards` (the judge), `_get_per_token_logps_and_entropies` and `compute_loss`, and count the minor
+  page faults inside each (first touches of fresh memory, which cost several microseconds each in a VM);
 - a Trainer callback times the step and the optimizer (`on_pre_optimizer_step` .. `on_optimizer_step`);
   backward is what lies between the end of `compute_loss` and the optimizer;
 - a forward pre-hook inside the first decoder layer (its MLP) counts every forward pass with its shape and grad mode (a pass
@@ -17,32 +18,54 @@ matrix too large for the caches, because one decode step reads every weight once
 from __future__ import annotations
 
 import contextlib
+import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+
+
+class Section(NamedTuple):
+    """One of TRL's profiling contexts as it ran: seconds from perf_counter, minor page faults before and after."""
+
+    name: str
+    start: float
+    end: float
+    grad: bool
+    faults_start: int
+    faults_end: int
 
 
 @dataclass
 class StepRecord:
     """What one profiled step did. Times in seconds from the step's start."""
 
-    sections: list[tuple[str, float, float, bool]] = field(default_factory=list)  # (name, start, end, grad enabled)
+    sections: list[Section] = field(default_factory=list)
     forwards: list[tuple[int, int, bool]] = field(default_factory=list)  # (batch, seq_len, grad enabled) per decoder call
     step_start: float = 0.0
     step_end: float = 0.0
     optimizer: tuple[float, float] = (0.0, 0.0)
+    faults_before_optimizer: int = 0
     logs: dict = field(default_factory=dict)
     trainer: object = None  # the GRPOTrainer the step ran in (its model and prompts are reused afterwards)
 
     def total(self, suffix: str, grad: bool | None = None) -> float:
-        return sum(end - start for name, start, end, g in self.sections
-                   if name.endswith(suffix) and (grad is None or g == grad))
+        return sum(s.end - s.start for s in self.sections
+                   if s.name.endswith(suffix) and (grad is None or s.grad == grad))
 
-    def last_end(self, suffix: str) -> float:
-        return max(end for name, _, end, _ in self.sections if name.endswith(suffix))
+    def faults(self, suffix: str) -> int:
+        return sum(s.faults_end - s.faults_start for s in self.sections if s.name.endswith(suffix))
+
+    def last(self, suffix: str) -> Section:
+        return max((s for s in self.sections if s.name.endswith(suffix)), key=lambda s: s.end)
+
+
+def minor_faults() -> int:
+    """This process's minor page faults so far: each is a first touch of a fresh page of memory (4 KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 @contextlib.contextmanager
@@ -57,6 +80,7 @@ def profiled(record: StepRecord, trainer_module) -> Iterator[None]:
 
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             record.optimizer = (time.perf_counter(), 0.0)
+            record.faults_before_optimizer = minor_faults()
 
         def on_optimizer_step(self, args, state, control, **kwargs):
             record.optimizer = (record.optimizer[0], time.perf_counter())
@@ -71,10 +95,15 @@ def profiled(record: StepRecord, trainer_module) -> Iterator[None]:
         hidden = args[0] if args else next(iter(kwargs.values()))  # (batch, seq, hidden)
         record.forwards.append((hidden.shape[0], hidden.shape[1], torch.is_grad_enabled()))
 
-    original_exit = profiling.ProfilingContext.__exit__
+    original_enter, original_exit = profiling.ProfilingContext.__enter__, profiling.ProfilingContext.__exit__
+
+    def counted_enter(self):
+        self._start_faults = minor_faults()
+        return original_enter(self)
 
     def timed_exit(self, *exc):
-        record.sections.append((self.name, self._start_time, time.perf_counter(), torch.is_grad_enabled()))
+        record.sections.append(Section(self.name, self._start_time, time.perf_counter(), torch.is_grad_enabled(),
+                                       self._start_faults, minor_faults()))
         return original_exit(self, *exc)
 
     original_factory = trainer_module.make_trainer_class
@@ -93,12 +122,12 @@ def profiled(record: StepRecord, trainer_module) -> Iterator[None]:
 
         return Profiled
 
-    profiling.ProfilingContext.__exit__ = timed_exit
+    profiling.ProfilingContext.__enter__, profiling.ProfilingContext.__exit__ = counted_enter, timed_exit
     trainer_module.make_trainer_class = factory
     try:
         yield
     finally:
-        profiling.ProfilingContext.__exit__ = original_exit
+        profiling.ProfilingContext.__enter__, profiling.ProfilingContext.__exit__ = original_enter, original_exit
         trainer_module.make_trainer_class = original_factory
 
 
@@ -181,12 +210,12 @@ def summarize(record: StepRecord) -> dict:
         "judge": record.total("_calculate_rewards"),
         "logprob_no_grad": record.total("_get_per_token_logps_and_entropies", grad=False),
         "forward_with_grad": record.total("compute_loss"),
-        "backward": record.optimizer[0] - record.last_end("compute_loss"),
+        "backward": record.optimizer[0] - record.last("compute_loss").end,
         "optimizer": record.optimizer[1] - record.optimizer[0],
     }
     parts["other"] = step - sum(parts.values())
     rows = record.forwards[0][0]  # the generation batch: prompts x num_generations
-    logprob_calls = [g for name, _, _, g in record.sections if name.endswith("_get_per_token_logps_and_entropies")]
+    logprob_calls = [s.grad for s in record.sections if s.name.endswith("_get_per_token_logps_and_entropies")]
     completion_tokens = record.logs.get("completions/mean_length", 0.0) * rows
     with_grad = [(b, s) for b, s, g in record.forwards if g]
     # old / reference log-prob passes score the same (rows, prompt + completion) batch as the pass with grad
@@ -195,6 +224,10 @@ def summarize(record: StepRecord) -> dict:
     return {
         "step_s": step,
         "parts_s": parts,
+        # first touches of fresh memory: a run's first forward with grad touches every saved activation's pages once
+        "minor_faults": {"generation": record.faults("transformers.generate"),
+                         "forward_with_grad": record.faults("compute_loss"),
+                         "backward": record.faults_before_optimizer - record.last("compute_loss").faults_end},
         "passes": {
             "decode_forwards": sum(1 for _, s, g in record.forwards if s == 1 and not g),
             "long_no_grad_forwards": sum(1 for _, s, g in record.forwards if s > 1 and not g),  # prefill + scoring

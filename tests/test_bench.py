@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +92,25 @@ def test_real_model_config_makes_one_pass_with_grad_and_no_extra_log_prob_pass(t
     step.update(rates, bound_s=bench_step.part_bounds(step, 2e5, 1e5, 2e9, 1e9))
     table = load_script("bench/run").real_step_table(step)  # what `bench/run.py --preset smollm2` prints
     assert "| GRPO step at this CPU's rates |" in table and "| backward |" in table
+    assert set(step["minor_faults"]) == {"generation", "forward_with_grad", "backward"}
+    assert "| first touch of fresh memory" in table
+
+
+def test_profiled_sections_count_the_first_touch_of_fresh_memory():
+    """The page-fault count of a TRL profiling context sees memory first touched inside it (64 MiB: 16,384 pages)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_step
+    import training
+    from trl.extras.profiling import ProfilingContext
+
+    record = bench_step.StepRecord()
+    with bench_step.profiled(record, training):
+        with ProfilingContext("touch", report_to=[]):
+            touched = torch.ones(16 * 2**20)  # 64 MiB of float32, written once
+        with ProfilingContext("idle", report_to=[]):
+            pass
+    assert touched.sum() == 16 * 2**20
+    assert record.faults("touch") >= 16_384 // 2 and record.faults("idle") < 100
 
 
 def test_part_bounds_price_each_part_at_the_given_rates():
