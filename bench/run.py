@@ -2,6 +2,7 @@
 
     python bench/run.py --preset cpu                  # the CI-sized twin: every stage, CPU, < 1 min
     python bench/run.py --preset 3b --quant nf4       # Qwen2.5-Coder-3B shapes, random weights, one GPU
+    python bench/run.py --preset 3b --new_tokens 64   # the same with shorter completions, for a short GPU lease
     python bench/run.py --preset smollm2              # one real GRPO step of SmolLM2 on CPU, split into its parts
 
 Stages (--only): adapter_init (truncated vs full SVD of every projection), forward (adapted vs base), rollout
@@ -12,6 +13,7 @@ in the JSON and the table and the run goes on (a GPU lease is too short to lose 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -43,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="base precision: nf4 (4-bit), bf16 (fp32 on CPU), or both (default)")
     parser.add_argument("--only", default=",".join(STAGES),
                         help=f"comma-separated stages (default: all of {','.join(STAGES)})")
+    parser.add_argument("--new_tokens", type=int, default=None,
+                        help="completion tokens per sequence for forward, rollout and grpo_step (default: the preset's, "
+                             "3b: 1024; fewer fit a short GPU lease)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: modeling.configure_threads: 1 for tiny models, cores - 1 otherwise)")
     parser.add_argument("--output_dir", default="output/bench", help="where <preset>.json goes (default output/bench)")
@@ -53,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         data.cli_error(f"--only: unknown stage(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(STAGES)}")
     if args.threads is not None and args.threads < 1:
         data.cli_error("--threads must be a positive integer")
+    if args.new_tokens is not None and (args.new_tokens < 1 or args.preset == REAL_STEP):
+        data.cli_error(f"--new_tokens must be a positive integer, for the model presets ({REAL_STEP}'s config sets "
+                       "its completion length)")
     import torch
 
     import modeling
@@ -134,8 +142,7 @@ def fmt_bytes(n: float) -> str:
 
 def table(report: dict) -> str:
     """The results as one markdown table: what was measured, its reference, and their ratio."""
-    preset = bench_model.PRESETS[report["preset"]]
-    G, P, N = bench_model.G, preset.prompt_len, preset.new_tokens
+    G, P, N = bench_model.G, report["prompt_tokens"], report["new_tokens"]
     rows = ["| benchmark | base | measured | reference (same run) | ratio / error |", "|---|---|---|---|---|"]
     res = report["results"]
     if "adapter_init" in res:
@@ -231,7 +238,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.preset == REAL_STEP:
         return run_real_step(args, argv, device)
     preset = bench_model.PRESETS[args.preset]
+    if args.new_tokens:
+        preset = dataclasses.replace(preset, new_tokens=args.new_tokens)
     report = {"preset": preset.name, "config": preset.config, "quants": QUANTS[args.quant], "only": args.only,
+              "prompt_tokens": preset.prompt_len, "new_tokens": preset.new_tokens,
               "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine(device), "results": {}, "stage_s": {}}

@@ -21,7 +21,7 @@ def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
     out_dir = tmp_path_factory.mktemp("bench")
-    proc = run_bench("--preset", "cpu", "--threads", "1", "--output_dir", str(out_dir))
+    proc = run_bench("--preset", "cpu", "--threads", "1", "--new_tokens", "16", "--output_dir", str(out_dir))
     out = out_dir / "cpu.json"
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.rstrip().splitlines()[-1].startswith("| judge"), "the table must be printed last"
@@ -42,10 +42,11 @@ def test_every_metric_is_measured_with_sane_values(report):
         step = q["grpo_step"]
         assert step["seconds"] > 0 and step["peak_kind"] == "process_peak_rss"
         assert step["peak_bytes"] >= step["before_bytes"] > 0
-        assert step["completion_tokens"] == 24
+        assert step["completion_tokens"] == 16 and q["rollout"]["tokens"] == 4 * 16  # --new_tokens, not the preset's 24
     judge = res["judge"]
     assert judge["judge_programs_s"] > 0 and judge["seed_style_programs_s"] > 0 and judge["workers"] >= 1
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch_threads"] == 1
+    assert report["new_tokens"] == 16 and report["prompt_tokens"] == 32
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
@@ -57,6 +58,8 @@ def test_bad_arguments_exit_2_with_one_line():
     proc = run_bench("--only", "forward,warp_drive", timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(error_lines(proc)) == 1 and "warp_drive" in error_lines(proc)[0]
+    proc = run_bench("--new_tokens", "0", timeout=60)
+    assert proc.returncode == 2 and len(error_lines(proc)) == 1 and "--new_tokens" in error_lines(proc)[0]
 
 
 def profile_tiny_step(tmp_path: Path, *extra: str) -> dict:
