@@ -121,10 +121,13 @@ class TinyLoraLinear(peft_layer.Linear):
             if name not in self.tinylora_A.keys():
                 continue
             A, R, B = self._factors(name, x.dtype, result.dtype, x.device)  # (r, in), (r, r) or None, (out, r)
-            h = F.linear(self.tinylora_dropout[name](x), A)  # (batch, seq, r)
+            dropped = self.tinylora_dropout[name](x)  # (batch, seq, in)
+            # A xᵀ rather than x Aᵀ: the same product, but a GEMM with r rows runs 2-3x faster on CPU BLAS than one
+            # with r columns (224 x 576 tokens by rank 2: 7 against 35 µs), which was most of the adapter's cost
+            h_t = A @ dropped.reshape(-1, dropped.shape[-1]).T  # (r, tokens)
             if R is not None:  # v's gradient is wanted: R stays a separate fp32 factor in the graph
-                h = F.linear(h.to(R.dtype), R).to(result.dtype)  # (batch, seq, r): the tiny middle in fp32
-            result = add_low_rank(result, h, B)  # (batch, seq, out)
+                h_t = (R @ h_t.to(R.dtype)).to(result.dtype)  # (r, tokens): the tiny middle in fp32
+            result = add_low_rank(result, h_t, B)  # (batch, seq, out)
         return result.to(x.dtype)  # as stock PEFT: the activations' dtype comes out
 
     def _apply(self, fn, *args, **kwargs):
@@ -164,15 +167,15 @@ def _storage_version(t: torch.Tensor) -> tuple[int, int]:
     return t.data_ptr(), 0 if t.is_inference() else t._version
 
 
-def add_low_rank(result: torch.Tensor, h: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """result + h Bᵀ as one GEMM that accumulates into the base output (no (tokens, out) temporary).
+def add_low_rank(result: torch.Tensor, h_t: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """result + h_tᵀ Bᵀ as one GEMM that accumulates into the base output (no (tokens, out) temporary).
 
     Without autograd the sum is written into `result` in place (decoding, scoring). With autograd it is an
     out-of-place addmm: the in-place form would be safe for nn.Linear (its backward does not keep its output) but
     not for every base layer a PEFT user may bring, and addmm already reads `result` once and writes once.
     """
-    flat_h = h.reshape(-1, h.shape[-1])  # (tokens, r)
-    if not torch.is_grad_enabled() or not (result.requires_grad or h.requires_grad):
+    flat_h = h_t.T  # (tokens, r): a transposed view, which BLAS reads as it is
+    if not torch.is_grad_enabled() or not (result.requires_grad or h_t.requires_grad):
         if result.is_contiguous():
             result.view(-1, result.shape[-1]).addmm_(flat_h, B.T)  # (tokens, out), in place
             return result
