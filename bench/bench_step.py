@@ -205,12 +205,13 @@ def plain_generate(model, tokenizer, prompts: list[str], new_tokens: int, temper
 def summarize(record: StepRecord) -> dict:
     """Seconds per part, forward passes by kind, and padding, from one profiled step."""
     step = record.step_end - record.step_start
+    scoring = record.last("compute_loss")  # the loss's forward with grad; the backward runs from its end
     parts = {
         "generation": record.total("transformers.generate"),
         "judge": record.total("_calculate_rewards"),
         "logprob_no_grad": record.total("_get_per_token_logps_and_entropies", grad=False),
         "forward_with_grad": record.total("compute_loss"),
-        "backward": record.optimizer[0] - record.last("compute_loss").end,
+        "backward": record.optimizer[0] - scoring.end,
         "optimizer": record.optimizer[1] - record.optimizer[0],
     }
     parts["other"] = step - sum(parts.values())
@@ -227,7 +228,7 @@ def summarize(record: StepRecord) -> dict:
         # first touches of fresh memory: a run's first forward with grad touches every saved activation's pages once
         "minor_faults": {"generation": record.faults("transformers.generate"),
                          "forward_with_grad": record.faults("compute_loss"),
-                         "backward": record.faults_before_optimizer - record.last("compute_loss").faults_end},
+                         "backward": record.faults_before_optimizer - scoring.faults_end},
         "passes": {
             "decode_forwards": sum(1 for _, s, g in record.forwards if s == 1 and not g),
             "long_no_grad_forwards": sum(1 for _, s, g in record.forwards if s > 1 and not g),  # prefill + scoring

@@ -221,10 +221,10 @@ def real_step_table(r: dict) -> str:
                 f"(prefill + {passes['logprob_calls_no_grad']} old/ref log-prob calls) + "
                 f"{len(passes['with_grad_forwards'])} with grad {passes['with_grad_forwards']} | minimum: prefill + "
                 f"decode + 1 with grad | — |")
-    faults = r["minor_faults"]
-    rows.append(f"| first touch of fresh memory (minor page faults × 4 KiB) | generation {faults['generation'] * 4 / 2**20:.2f} "
-                f"GiB, forward with grad {faults['forward_with_grad'] * 4 / 2**20:.2f} GiB, backward "
-                f"{faults['backward'] * 4 / 2**20:.2f} GiB | a run's first step touches its activations' pages once | — |")
+    touched = {part: fmt_bytes(pages * 4096) for part, pages in r["minor_faults"].items()}
+    rows.append(f"| first touch of fresh memory (minor page faults × 4 KiB) | generation {touched['generation']}, "
+                f"forward with grad {touched['forward_with_grad']}, backward {touched['backward']} "
+                f"| a run's first step touches its activations' pages once | — |")
     rows.append(f"| peak memory | {fmt_bytes(r['peak_rss_bytes'])} RSS | {r['threads']} torch thread(s) | — |")
     return "\n".join(rows)
 
