@@ -26,6 +26,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from peft import PeftModel, TinyLoraConfig, get_peft_model
@@ -116,69 +117,88 @@ class TinyLoraLinear(peft_layer.Linear):
         result = self.base_layer(x, *args, **kwargs)  # (batch, seq, out)
         if self.disable_adapters or self.merged:
             return result
+        grad = torch.is_grad_enabled()
         for name in self.active_adapters:
-            if name not in self.tinylora_A.keys():
-                continue
-            A, R, B = self._factors(name, x.dtype, result.dtype, x.device)  # (r, in), (r, r) or None, (out, r)
-            dropped = self.tinylora_dropout[name](x)  # (batch, seq, in)
+            f = self._factors(name, x.dtype, result.dtype, x.device)
+            if f is None:
+                continue  # not one of ours (another tuner's adapter on the same layer)
+            dropped = x if f.dropout is None else f.dropout(x)  # (batch, seq, in)
             # A xᵀ rather than x Aᵀ: the same product, but a GEMM with r rows runs 2-5x faster on CPU BLAS than one
             # with r columns (224 tokens of width 576 at rank 2: 7 against 35 µs), most of the adapter's cost
-            h_t = A @ dropped.reshape(-1, dropped.shape[-1]).T  # (r, tokens)
-            if R is not None:  # v's gradient is wanted: R stays a separate fp32 factor in the graph
+            h_t = torch.mm(f.A, dropped.reshape(-1, dropped.shape[-1]).T)  # (r, tokens)
+            flat = result.shape[:-1].numel(), result.shape[-1]
+            if grad and f.v.requires_grad:  # v's gradient is wanted: R is built from v, a separate fp32 factor
+                R = (f.v.to(f.P_flat.dtype) @ f.P_flat).view(f.A.shape[0], -1)  # (r, r), in v's autograd graph
                 h_t = (R @ h_t.to(R.dtype)).to(result.dtype)  # (r, tokens): the tiny middle in fp32
-            result = add_low_rank(result, h_t, B)  # (batch, seq, out)
-        return result.to(x.dtype)  # as stock PEFT: the activations' dtype comes out
+                result = torch.addmm(result.reshape(flat), h_t.T, f.B_t).view(result.shape)  # (batch, seq, out)
+            elif (grad and (result.requires_grad or h_t.requires_grad)) or not result.is_contiguous():
+                # out of place: the in-place form would be safe for nn.Linear (its backward does not keep its
+                # output) but not for every base layer a PEFT user may bring
+                result = torch.addmm(result.reshape(flat), h_t.T, f.BR_t).view(result.shape)  # (batch, seq, out)
+            else:  # decoding and scoring: one GEMM accumulating into the base output, no (tokens, out) temporary
+                result.view(flat).addmm_(h_t.T, f.BR_t)  # (tokens, out), in place
+        return result if result.dtype == x.dtype else result.to(x.dtype)  # as stock PEFT: x's dtype comes out
 
     def _apply(self, fn, *args, **kwargs):
         """`.to()`, `.half()`, `.cuda()` replace A, B, P and v: forget the cast factors built from the old ones."""
         self.__dict__.pop("_tinylora_cache", None)
         return super()._apply(fn, *args, **kwargs)
 
-    def _factors(self, name: str, x_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device):
-        """(A cast for x (r, in), R (r, r), B cast for the output (out, r)), computed once per write to v; without
-        a gradient for v, (A, None, B·R): R folded into B in fp32 once, so decoding and scoring run two thin GEMMs.
+    def update_layer(self, adapter_name: str, *args, **kwargs) -> None:
+        """PEFT's (re)initialisation of an adapter: new A, B, P and v objects, so the cached factors are stale."""
+        self.__dict__.get("_tinylora_cache", {}).pop(adapter_name, None)
+        super().update_layer(adapter_name, *args, **kwargs)
 
-        Casting A and B and rebuilding R on every call cost about 10% of a forward. The cache key changes when v, A,
-        B or P are written in place (their version counters), replaced (`.to`, `.half()`: their storage), or updated
-        by an optimizer step (`V_WRITES`: fused AdamW writes v without bumping its version counter). With grad
-        enabled R is rebuilt from v each call (u·r² numbers) so that v's gradient flows.
+    def _factors(self, name: str, x_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device) -> Factors | None:
+        """The adapter's factors cast for this call (None if `name` is not a TinyLoRA adapter of this layer),
+        computed once per write to v: A for x, Bᵀ and (B·R)ᵀ for the output, R folded into B in fp32 once, so
+        decoding and scoring run two thin GEMMs.
+
+        Casting A and B and rebuilding R on every call cost about 10% of a forward. Checking the cache must cost
+        less than a microsecond or two as well (14 projections of a 2-layer model at 224 tokens are 1.8 ms of
+        compute each), so it reads only counters of the tensors it was built from, never PEFT's module dicts. It is
+        rebuilt when v, A, B or P are written in place (their version counters), replaced by `.data =` (their
+        storage) or by `.to()`/`.half()` (`_apply`) or by PEFT re-adding the adapter (`update_layer`), when the layer
+        is pointed at another v (`_rewire`: the group key), or after an optimizer step (`V_WRITES`: fused AdamW writes
+        v without bumping its version counter).
         """
-        v = layer_v(self, name)  # (u,)
-        A, B, P = self.tinylora_A[name], self.tinylora_B[name], self.tinylora_P[name]
-        key = (x_dtype, out_dtype, device, V_WRITES.count, *(_storage_version(t) for t in (v, A, B, P)))
         cache = self.__dict__.setdefault("_tinylora_cache", {})
-        if name not in cache or cache[name][0] != key:
-            middle = torch.promote_types(x_dtype, torch.float32)  # fp32 (fp64 stays fp64)
-            P_flat = P.detach().to(device, middle).reshape(P.shape[0], -1)  # (u, r·r)
-            with torch.no_grad():
-                R = (v.to(device, middle) @ P_flat).view(P.shape[1:])  # (r, r)
-                BR = (B.to(device, middle) @ R).to(out_dtype)  # (out, r)
-            cache[name] = (key, A.to(device, x_dtype), P_flat, B.to(device, out_dtype), BR)
-        _, A_x, P_flat, B_out, BR = cache[name]
-        if torch.is_grad_enabled() and v.requires_grad:
-            R = (v.to(P_flat.dtype) @ P_flat).view(P.shape[1:])  # (r, r), part of v's autograd graph
-            return A_x, R, B_out
-        return A_x, None, BR
+        f = cache.get(name)
+        key = (x_dtype, out_dtype, device, V_WRITES.count, self._tinylora_v_key.get(name))
+        if f is not None and f.key == key and f.versions == _storage_versions(f.sources):
+            return f
+        if name not in self.tinylora_A:
+            return None
+        v, A, B, P = layer_v(self, name), self.tinylora_A[name], self.tinylora_B[name], self.tinylora_P[name]
+        middle = torch.promote_types(x_dtype, torch.float32)  # fp32 (fp64 stays fp64)
+        P_flat = P.detach().to(device, middle).reshape(P.shape[0], -1)  # (u, r·r)
+        with torch.no_grad():
+            R = (v.to(device, middle) @ P_flat).view(P.shape[1:])  # (r, r)
+            BR = (B.to(device, middle) @ R).to(out_dtype)  # (out, r)
+        dropout = self.tinylora_dropout[name]
+        f = Factors(key, (v, A, B, P), _storage_versions((v, A, B, P)), v, A.to(device, x_dtype), P_flat,
+                    B.to(device, out_dtype).T, BR.T, None if isinstance(dropout, nn.Identity) else dropout)
+        cache[name] = f
+        return f
 
 
-def _storage_version(t: torch.Tensor) -> tuple[int, int]:
-    """(storage address, in-place write count) of a tensor: changes when it is replaced or written in place."""
-    return t.data_ptr(), 0 if t.is_inference() else t._version
+class Factors(NamedTuple):
+    """One adapter's factors as a forward uses them, and what they were built from."""
+
+    key: tuple  # (x dtype, output dtype, device, V_WRITES.count, v's group key)
+    sources: tuple[torch.Tensor, ...]  # (v, A, B, P) as stored in the layer
+    versions: tuple[int, ...]  # their storage addresses and write counts when the factors were built
+    v: nn.Parameter  # (u,)
+    A: torch.Tensor  # (r, in), x's dtype
+    P_flat: torch.Tensor  # (u, r·r), fp32
+    B_t: torch.Tensor  # (r, out), the output's dtype
+    BR_t: torch.Tensor  # (r, out): (B R)ᵀ, R folded in fp32 at build time
+    dropout: nn.Module | None  # None when it is the identity
 
 
-def add_low_rank(result: torch.Tensor, h_t: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """result + h_tᵀ Bᵀ as one GEMM that accumulates into the base output (no (tokens, out) temporary).
-
-    Without autograd the sum is written into `result` in place (decoding, scoring). With autograd it is an
-    out-of-place addmm: the in-place form would be safe for nn.Linear (its backward does not keep its output) but
-    not for every base layer a PEFT user may bring, and addmm already reads `result` once and writes once.
-    """
-    flat_h = h_t.T  # (tokens, r): a transposed view, which BLAS reads as it is
-    if not torch.is_grad_enabled() or not (result.requires_grad or h_t.requires_grad):
-        if result.is_contiguous():
-            result.view(-1, result.shape[-1]).addmm_(flat_h, B.T)  # (tokens, out), in place
-            return result
-    return torch.addmm(result.reshape(-1, result.shape[-1]), flat_h, B.T).view(result.shape)  # (tokens, out)
+def _storage_versions(tensors: tuple[torch.Tensor, ...]) -> tuple[int, ...]:
+    """(storage address, in-place write count) of each tensor: changes when one is replaced or written in place."""
+    return tuple(n for t in tensors for n in (t.data_ptr(), 0 if t.is_inference() else t._version))
 
 
 class TinyLoraLinear4bit(TinyLoraLinear):
