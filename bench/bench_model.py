@@ -145,34 +145,35 @@ def seconds(fn: Callable[[], object], device: str, clock: Callable[[], float] = 
 
 def interleaved(fn: Callable[[torch.nn.Module], object], model, rounds: int, device: str,
                 warmup: Callable[[torch.nn.Module], object] | None = None,
-                clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+                clock: Callable[[], float] = time.perf_counter, layer_type: type | None = None) -> tuple[float, float]:
     """Fastest (base, adapted) seconds of `fn(model)` over `rounds` alternating runs, after a warm-up of each.
 
     `warmup` (default `fn`) may be a cheaper call through the same kernels. Alternating puts both sides under the
     same machine load; the fastest run is the one least disturbed by other processes (timeit's rule). The base is
-    the plain model: every TinyLoRA wrapper swapped out for the layer it wraps.
+    the plain model: every adapter layer (`layer_type`, TinyLoRA's by default) swapped out for the layer it wraps.
     """
-    with without_adapter(model) as base:
+    with without_adapter(model, layer_type) as base:
         (warmup or fn)(base)
     (warmup or fn)(model)
     base_times, adapted_times = [], []
     for _ in range(rounds):
-        with without_adapter(model) as base:
+        with without_adapter(model, layer_type) as base:
             base_times.append(seconds(lambda: fn(base), device, clock))
         adapted_times.append(seconds(lambda: fn(model), device, clock))
     return min(base_times), min(adapted_times)
 
 
 @contextmanager
-def without_adapter(model) -> Iterator[torch.nn.Module]:
-    """The plain base model with every TinyLoRA layer replaced by the layer it wraps; put back on exit.
+def without_adapter(model, layer_type: type | None = None) -> Iterator[torch.nn.Module]:
+    """The plain base model with every adapter layer (TinyLoRA's unless `layer_type` says another PEFT tuner's)
+    replaced by the layer it wraps; put back on exit.
 
     Truer than PEFT's disable_adapter(), which still runs each wrapper's Python (part of what is measured).
     """
     from peft.tuners.tinylora.layer import TinyLoraLayer
 
     base = model.get_base_model()
-    wrapped = [(name, module) for name, module in base.named_modules() if isinstance(module, TinyLoraLayer)]
+    wrapped = [(name, module) for name, module in base.named_modules() if isinstance(module, layer_type or TinyLoraLayer)]
     for name, module in wrapped:
         base.set_submodule(name, module.get_base_layer())
     try:
@@ -222,17 +223,39 @@ def bench_svd(preset: Preset, device: str, rank: int = RANK) -> dict:
     return out
 
 
-def bench_forward(model, preset: Preset, device: str) -> dict:
-    """One no-grad forward over G sequences of prompt + completion length (GRPO's scoring pass), base vs adapted."""
+def bench_forward(model, preset: Preset, device: str, layer_type: type | None = None) -> dict:
+    """One no-grad forward over G sequences of prompt + completion length (GRPO's scoring pass), base vs adapted
+    (TinyLoRA's layers, or `layer_type`'s: see bench_lora_forward)."""
     ids = random_ids(preset.prompt_len + preset.new_tokens, device)  # (G, prompt_len + new_tokens)
     with torch.no_grad():
-        base_s, adapted_s = interleaved(lambda m: m(input_ids=ids), model, preset.repeats, device)
+        base_s, adapted_s = interleaved(lambda m: m(input_ids=ids), model, preset.repeats, device,
+                                        layer_type=layer_type)
     out = {"base_s": base_s, "adapted_s": adapted_s, "ratio": adapted_s / base_s}
     if device == "cpu":  # on a shared CPU the process's CPU time hides other jobs' preemption, which wall time shows
         with torch.no_grad():
             base_cpu, adapted_cpu = interleaved(lambda m: m(input_ids=ids), model, preset.repeats, device,
-                                                clock=time.process_time)
+                                                clock=time.process_time, layer_type=layer_type)
         out.update(base_cpu_s=base_cpu, adapted_cpu_s=adapted_cpu, cpu_ratio=adapted_cpu / base_cpu)
+    return out
+
+
+def bench_lora_forward(preset: Preset, quant: bool, device: str) -> dict:
+    """The yardstick for the forward's overhead: bench_forward's pass with stock PEFT LoRA of the same rank on the
+    same projections, on a fresh copy of the base (B random, as after training: a zero B would be the same work).
+
+    A LoRA layer runs the same two thin products per projection as TinyLoRA's, out of place and with no cache, so
+    this separates what any unfused low-rank adapter costs at these shapes from what TinyLoRA's own code adds.
+    """
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora.layer import LoraLayer
+
+    base, _ = load(preset, quant, device)
+    model = get_peft_model(base, LoraConfig(r=RANK, lora_alpha=RANK, target_modules=list(tinylora.TARGET_MODULES),
+                                            init_lora_weights=False))
+    model.eval()
+    out = bench_forward(model, preset, device, layer_type=LoraLayer)
+    del model, base
+    free(device)
     return out
 
 
@@ -345,4 +368,6 @@ def bench_quant(preset: Preset, quant: str, device: str, only: set[str]) -> dict
         out["grpo_step"] = bench_grpo_step(model, tokenizer, preset, device)
     del model
     free(device)
+    if "forward" in only:
+        out["lora_forward"] = bench_lora_forward(preset, quant == "nf4", device)
     return out

@@ -158,11 +158,13 @@ def table(report: dict) -> str:
         if "error" in q:
             rows.append(f"| {quant} | {label} | failed: {q['error']} | | |")
             continue
-        if "forward" in q:
-            f = q["forward"]
-            rows.append(f"| forward, {G}×{P + N} tokens | {label} | adapted {f['adapted_s'] * 1e3:.1f} ms | "
-                        f"base {f['base_s'] * 1e3:.1f} ms | {f['ratio']:.3f} (goal ≤ 1.05)"
-                        + (f"; CPU time {f['cpu_ratio']:.3f}" if "cpu_ratio" in f else "") + " |")
+        for key, what, goal in (("forward", "", " (goal ≤ 1.05)"),
+                                ("lora_forward", f", stock PEFT LoRA r={bench_model.RANK} (yardstick)", "")):
+            if key in q:
+                f = q[key]
+                rows.append(f"| forward, {G}×{P + N} tokens{what} | {label} | adapted {f['adapted_s'] * 1e3:.1f} ms | "
+                            f"base {f['base_s'] * 1e3:.1f} ms | {f['ratio']:.3f}{goal}"
+                            + (f"; CPU time {f['cpu_ratio']:.3f}" if "cpu_ratio" in f else "") + " |")
         if "rollout" in q:
             r = q["rollout"]
             rows.append(f"| rollout, {G}×{N} new tokens | {label} | adapted {r['adapted_tok_s']:.1f} tok/s | "
