@@ -160,7 +160,8 @@ class TinyLoraLinear(peft_layer.Linear):
         rebuilt when v, A, B or P are written in place (their version counters), replaced by `.data =` (their
         storage) or by `.to()`/`.half()` (`_apply`) or by PEFT re-adding the adapter (`update_layer`), when the layer
         is pointed at another v (`_rewire`: the group key), or after an optimizer step (`V_WRITES`: fused AdamW writes
-        v without bumping its version counter).
+        v without bumping its version counter). Assigning a new tensor into PEFT's dicts by hand
+        (`layer.tinylora_A[name] = t`) is the one change it does not see: write in place or go through PEFT.
         """
         cache = self.__dict__.setdefault("_tinylora_cache", {})
         f = cache.get(name)

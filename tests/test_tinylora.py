@@ -504,6 +504,31 @@ def test_fused_adamw_step_invalidates_the_cache(tiny_path):
     assert torch.allclose(after, fresh_logits(tiny_path, tinylora.tiny_lora_v(model)), atol=1e-6)
 
 
+def test_every_replacement_of_a_factor_reaches_the_forward(tiny_path):
+    """The cache is checked through counters of the tensors it was built from, never PEFT's dicts: a factor
+    replaced rather than written (the adapter deleted and added again, `.data =`, a layer pointed at another v)
+    must still be seen. Each change comes right after a cached forward."""
+    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4, tie="layer")
+    set_v(model)
+    name, module = next(iter(layers(model).items()))
+    x = torch.randn(2, 3, module.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        base_out = module.get_base_layer()(x)
+        assert not torch.allclose(module(x), base_out, atol=1e-4)  # factors cached
+        config = model.peft_config["default"]
+        model.delete_adapter("default")
+        model.add_adapter("default", config)  # fresh A, B, P and a zero v, in new objects under the same names
+        model.set_adapter("default")
+        assert module.active_adapters == ["default"] and torch.equal(module(x), base_out)
+        set_v(model)
+        module(x)
+        module.tinylora_B["default"].data = module.tinylora_B["default"].data * 2  # new storage, same version
+        assert torch.allclose(module(x), reference_low_rank(module, x), atol=1e-6)
+        other = next(k for k in model.base_model.tinylora_v["default"] if k != module._tinylora_v_key["default"])
+        tinylora._rewire(model, {name: int(other)})  # another layer's v
+        assert torch.allclose(module(x), reference_low_rank(module, x), atol=1e-6)
+
+
 def test_writes_without_an_optimizer_reach_generation(tiny_path, tmp_path):
     """Evaluation with no optimizer: set_tiny_lora_v, load_state_dict and save/load all change what is computed."""
     model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
