@@ -177,7 +177,7 @@ class TinyLoraLinear(peft_layer.Linear):
             R = (v.to(device, middle) @ P_flat).view(P.shape[1:])  # (r, r)
             BR = (B.to(device, middle) @ R).to(out_dtype)  # (out, r)
         dropout = self.tinylora_dropout[name]
-        f = Factors(key, (v, A, B, P), _storage_versions((v, A, B, P)), v, A.to(device, x_dtype), P_flat,
+        f = Factors(key, (v, A, B, P), _storage_versions((v, A, B, P)), A.to(device, x_dtype), P_flat,
                     B.to(device, out_dtype).T, BR.T, None if isinstance(dropout, nn.Identity) else dropout)
         cache[name] = f
         return f
@@ -189,12 +189,16 @@ class Factors(NamedTuple):
     key: tuple  # (x dtype, output dtype, device, V_WRITES.count, v's group key)
     sources: tuple[torch.Tensor, ...]  # (v, A, B, P) as stored in the layer
     versions: tuple[int, ...]  # their storage addresses and write counts when the factors were built
-    v: nn.Parameter  # (u,)
     A: torch.Tensor  # (r, in), x's dtype
     P_flat: torch.Tensor  # (u, r·r), fp32
     B_t: torch.Tensor  # (r, out), the output's dtype
     BR_t: torch.Tensor  # (r, out): (B R)ᵀ, R folded in fp32 at build time
     dropout: nn.Module | None  # None when it is the identity
+
+    @property
+    def v(self) -> nn.Parameter:
+        """The trainable v (u,) itself, the first of the sources."""
+        return self.sources[0]
 
 
 def _storage_versions(tensors: tuple[torch.Tensor, ...]) -> tuple[int, ...]:

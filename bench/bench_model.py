@@ -227,14 +227,17 @@ def bench_forward(model, preset: Preset, device: str, layer_type: type | None = 
     """One no-grad forward over G sequences of prompt + completion length (GRPO's scoring pass), base vs adapted
     (TinyLoRA's layers, or `layer_type`'s: see bench_lora_forward)."""
     ids = random_ids(preset.prompt_len + preset.new_tokens, device)  # (G, prompt_len + new_tokens)
+
+    def forward(m: torch.nn.Module) -> object:
+        return m(input_ids=ids)
+
     with torch.no_grad():
-        base_s, adapted_s = interleaved(lambda m: m(input_ids=ids), model, preset.repeats, device,
-                                        layer_type=layer_type)
+        base_s, adapted_s = interleaved(forward, model, preset.repeats, device, layer_type=layer_type)
     out = {"base_s": base_s, "adapted_s": adapted_s, "ratio": adapted_s / base_s}
     if device == "cpu":  # on a shared CPU the process's CPU time hides other jobs' preemption, which wall time shows
         with torch.no_grad():
-            base_cpu, adapted_cpu = interleaved(lambda m: m(input_ids=ids), model, preset.repeats, device,
-                                                clock=time.process_time, layer_type=layer_type)
+            base_cpu, adapted_cpu = interleaved(forward, model, preset.repeats, device, clock=time.process_time,
+                                                layer_type=layer_type)
         out.update(base_cpu_s=base_cpu, adapted_cpu_s=adapted_cpu, cpu_ratio=adapted_cpu / base_cpu)
     return out
 
