@@ -1,0 +1,146 @@
+"""Does whole-model `torch.compile` remove the adapter's forward overhead? Base vs adapted, compiled and eager.
+
+At the 3b preset on a GPU the adapter costs about 20% of a no-grad forward, most of it the rank-2 accumulate's
+extra pass over each projection's output (docs/benchmarks.md, "GPU, second lease"). No adapter outside the base
+GEMM can go below that pass's bandwidth cost; compiling the whole model is the one library-made way to fuse it into
+a neighbouring kernel (the residual add, SiLU·up, RoPE). This probe measures whether it does.
+
+TinyLoraLinear's cached factors are checked through storage addresses and version counters, which Dynamo cannot
+trace (a graph break at every projection), so the compiled side runs the adapter's formula written out: R from v,
+B·R, h = x Aᵀ, and base + h (B·R)ᵀ, either as a K = 2 matmul or as a broadcast multiply-and-sum Inductor can fuse
+into a pointwise kernel (`--accumulate`). The report gives each side's largest logit difference from the cached
+forward's.
+Dense bases only (bf16 on a GPU, fp32 on a CPU); v is drawn at random so the update is not zero.
+
+    python bench/compile_probe.py --preset cpu                      # CPU, about 40 s
+    python bench/compile_probe.py --preset 3b --accumulate mm       # one GPU, about 3 minutes (two compiles)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import bench_model  # noqa: E402
+
+ACCUMULATE = ("pointwise", "mm")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    import data
+
+    parser = data.ArgumentParser(prog="bench/compile_probe.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(bench_model.PRESETS), default="cpu",
+                        help="cpu: the CI-sized model; 3b: Qwen2.5-Coder-3B-Instruct's config (GPU)")
+    parser.add_argument("--accumulate", choices=ACCUMULATE, default="pointwise",
+                        help="how the compiled side adds h (B·R)ᵀ: a broadcast multiply-and-sum (pointwise, default) "
+                             "or a K = 2 matmul (mm)")
+    parser.add_argument("--pairs", type=int, default=7, help="timed rounds of the four forwards (default 7)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads on a CPU (default 1)")
+    args = parser.parse_args(argv)
+    if args.pairs < 1 or args.threads < 1:
+        data.cli_error("--pairs and --threads must be positive integers")
+    import torch
+
+    if args.preset.startswith("3b") and not torch.cuda.is_available():
+        data.cli_error(f"--preset {args.preset} needs a CUDA GPU (hours on a CPU); use --preset cpu")
+    return args
+
+
+def written_out_forward(accumulate: str):
+    """TinyLoraLinear.forward as plain tensor algebra (no cache), for Dynamo to trace."""
+    import tinylora
+
+    def forward(self, x, *args, **kwargs):
+        result = self.base_layer(x, *args, **kwargs)  # (batch, seq, out)
+        for name in self.active_adapters:
+            v, A, B, P = tinylora.layer_v(self, name), self.tinylora_A[name], self.tinylora_B[name], self.tinylora_P[name]
+            R = (v.float() @ P.float().reshape(P.shape[0], -1)).view(P.shape[1:])  # (r, r)
+            BR = (B.float() @ R).to(result.dtype)  # (out, r)
+            h = x.reshape(-1, x.shape[-1]) @ A.to(x.dtype).T  # (tokens, r)
+            if accumulate == "pointwise":
+                delta = (h.unsqueeze(-1) * BR.T.unsqueeze(0)).sum(1)  # (tokens, out): a sum of r = 2 products
+            else:
+                delta = h @ BR.T  # (tokens, out)
+            result = result + delta.view(result.shape).to(result.dtype)
+        return result
+
+    return forward
+
+
+@contextmanager
+def adapter_forward(forward) -> Iterator[None]:
+    """TinyLoraLinear runs `forward` inside the block (a compiled graph traced with it keeps its guards)."""
+    import tinylora
+
+    cached = tinylora.TinyLoraLinear.forward
+    tinylora.TinyLoraLinear.forward = forward
+    try:
+        yield
+    finally:
+        tinylora.TinyLoraLinear.forward = cached
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    import tinylora
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(args.threads)
+    preset = bench_model.PRESETS[args.preset]
+    model, _ = bench_model.load(preset, False, device)
+    model = tinylora.apply_tiny_lora(model, u=bench_model.U, rank=bench_model.RANK)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.01)  # a trained-looking v: a zero update would let a wrong formula pass the check
+    ids = bench_model.random_ids(preset.prompt_len + preset.new_tokens, device)  # (G, prompt + completion)
+    traced = written_out_forward(args.accumulate)
+    out: dict = {"preset": args.preset, "accumulate": args.accumulate, "device": device,
+                 "dtype": str(model.dtype).removeprefix("torch.")}
+    with torch.no_grad():
+        cached_logits = model(input_ids=ids).logits.float()
+        with adapter_forward(traced):
+            written_logits = model(input_ids=ids).logits.float()
+            with bench_model.without_adapter(model) as base:
+                compiled_base = torch.compile(base)
+                out["compile_time_base_s"] = bench_model.seconds(lambda: compiled_base(input_ids=ids), device)
+            compiled = torch.compile(model)
+            start = time.perf_counter()
+            compiled_logits = compiled(input_ids=ids).logits.float()
+            bench_model.sync(device)
+            out["compile_time_adapted_s"] = time.perf_counter() - start
+    out["logits_scale"] = cached_logits.abs().max().item()
+    out["written_out_vs_cached"] = (written_logits - cached_logits).abs().max().item()
+    out["compiled_vs_cached"] = (compiled_logits - cached_logits).abs().max().item()
+    clock = time.process_time if device == "cpu" else time.perf_counter  # as bench_forward: CPU time on a CPU
+    times: dict[str, list[float]] = {"compiled_base": [], "compiled_adapted": [], "eager_base": [], "eager_adapted": []}
+    with torch.no_grad():
+        for _ in range(args.pairs):
+            with adapter_forward(traced):
+                with bench_model.without_adapter(model):
+                    times["compiled_base"].append(bench_model.seconds(lambda: compiled_base(input_ids=ids), device, clock))
+                times["compiled_adapted"].append(bench_model.seconds(lambda: compiled(input_ids=ids), device, clock))
+            with bench_model.without_adapter(model) as base:
+                times["eager_base"].append(bench_model.seconds(lambda: base(input_ids=ids), device, clock))
+            times["eager_adapted"].append(bench_model.seconds(lambda: model(input_ids=ids), device, clock))
+    out.update({f"{k}_s": min(v) for k, v in times.items()})  # fastest of each: the least disturbed run
+    out["compiled_ratio"] = out["compiled_adapted_s"] / out["compiled_base_s"]
+    out["eager_ratio"] = out["eager_adapted_s"] / out["eager_base_s"]
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
