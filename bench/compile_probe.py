@@ -6,10 +6,10 @@ GEMM can go below that pass's bandwidth cost; compiling the whole model is the o
 a neighbouring kernel (the residual add, SiLU·up, RoPE). This probe measures whether it does.
 
 TinyLoraLinear's cached factors are checked through storage addresses and version counters, which Dynamo cannot
-trace (a graph break at every projection), so the compiled side runs the adapter's formula written out: R from v,
-B·R, h = x Aᵀ, and base + h (B·R)ᵀ, either as a K = 2 matmul or as a broadcast multiply-and-sum Inductor can fuse
-into a pointwise kernel (`--accumulate`). The report gives each side's largest logit difference from the cached
-forward's.
+trace (11 graph breaks over the CPU preset's 14 projections), so the compiled side runs the adapter's formula
+written out: R from v, B·R, h = x Aᵀ, and base + h (B·R)ᵀ, either as a K = 2 matmul or as a broadcast
+multiply-and-sum Inductor can fuse into a pointwise kernel (`--accumulate`). The report gives each side's largest
+logit difference from the cached forward's.
 Dense bases only (bf16 on a GPU, fp32 on a CPU); v is drawn at random so the update is not zero.
 
     python bench/compile_probe.py --preset cpu                      # CPU, about 40 s
