@@ -162,12 +162,26 @@ class TinyLoraLinear(peft_layer.Linear):
         is pointed at another v (`_rewire`: the group key), or after an optimizer step (`V_WRITES`: fused AdamW writes
         v without bumping its version counter). Assigning a new tensor into PEFT's dicts by hand
         (`layer.tinylora_A[name] = t`) is the one change it does not see: write in place or go through PEFT.
+
+        Under `torch.compile` there is no cache: Dynamo cannot trace storage addresses and version counters (a
+        graph break at every projection), and a compiled graph reads v, A, B and P afresh on each call anyway, so
+        it builds the factors itself, a few tiny ops per projection.
         """
+        if torch.compiler.is_compiling():
+            return self._build_factors(name, x_dtype, out_dtype, device, key=None)
         cache = self.__dict__.setdefault("_tinylora_cache", {})
         f = cache.get(name)
         key = (x_dtype, out_dtype, device, V_WRITES.count, self._tinylora_v_key.get(name))
         if f is not None and f.key == key and f.versions == _storage_versions(f.sources):
             return f
+        f = self._build_factors(name, x_dtype, out_dtype, device, key)
+        if f is not None:
+            cache[name] = f
+        return f
+
+    def _build_factors(self, name: str, x_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device,
+                       key: tuple | None) -> Factors | None:
+        """`_factors` without the cache; `key` None (compiling) leaves out the counters a cache check reads."""
         if name not in self.tinylora_A:
             return None
         v, A, B, P = layer_v(self, name), self.tinylora_A[name], self.tinylora_B[name], self.tinylora_P[name]
@@ -177,18 +191,17 @@ class TinyLoraLinear(peft_layer.Linear):
             R = (v.to(device, middle) @ P_flat).view(P.shape[1:])  # (r, r)
             BR = (B.to(device, middle) @ R).to(out_dtype)  # (out, r)
         dropout = self.tinylora_dropout[name]
-        f = Factors(key, (v, A, B, P), _storage_versions((v, A, B, P)), A.to(device, x_dtype), P_flat,
-                    B.to(device, out_dtype).T, BR.T, None if isinstance(dropout, nn.Identity) else dropout)
-        cache[name] = f
-        return f
+        versions = () if key is None else _storage_versions((v, A, B, P))
+        return Factors(key, (v, A, B, P), versions, A.to(device, x_dtype), P_flat, B.to(device, out_dtype).T, BR.T,
+                       None if isinstance(dropout, nn.Identity) else dropout)
 
 
 class Factors(NamedTuple):
     """One adapter's factors as a forward uses them, and what they were built from."""
 
-    key: tuple  # (x dtype, output dtype, device, V_WRITES.count, v's group key)
+    key: tuple | None  # (x dtype, output dtype, device, V_WRITES.count, v's group key); None when compiled
     sources: tuple[torch.Tensor, ...]  # (v, A, B, P) as stored in the layer
-    versions: tuple[int, ...]  # their storage addresses and write counts when the factors were built
+    versions: tuple[int, ...]  # their storage addresses and write counts when the factors were built (cached only)
     A: torch.Tensor  # (r, in), x's dtype
     P_flat: torch.Tensor  # (u, r·r), fp32
     B_t: torch.Tensor  # (r, out), the output's dtype

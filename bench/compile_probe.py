@@ -5,11 +5,12 @@ extra pass over each projection's output (docs/benchmarks.md, "GPU, second lease
 GEMM can go below that pass's bandwidth cost; compiling the whole model is the one library-made way to fuse it into
 a neighbouring kernel (the residual add, SiLU·up, RoPE). This probe measures whether it does.
 
-TinyLoraLinear's cached factors are checked through storage addresses and version counters, which Dynamo cannot
-trace (11 graph breaks over the CPU preset's 14 projections), so the compiled side runs the adapter's formula
-written out: R from v, B·R, h = x Aᵀ, and base + h (B·R)ᵀ, either as a K = 2 matmul or as a broadcast
-multiply-and-sum Inductor can fuse into a pointwise kernel (`--accumulate`). The report gives each side's largest
-logit difference from the cached forward's.
+The compiled side runs one of three adapter forwards (`--accumulate`): `layer`, TinyLoraLinear's own (compiled,
+it builds its factors per call instead of caching them, and adds the update with an in-place K = 2 `addmm_`); or
+the formula written out (R from v, B·R, h = x Aᵀ, base + h (B·R)ᵀ) with the update added as a K = 2 matmul (`mm`)
+or as a broadcast multiply-and-sum Inductor can fuse into a neighbouring pointwise kernel (`pointwise`, default).
+The eager side is always TinyLoraLinear's cached forward. The report gives each compiled and written-out side's
+largest logit difference from it.
 Dense bases only (bf16 on a GPU, fp32 on a CPU); v is drawn at random so the update is not zero.
 
     python bench/compile_probe.py --preset cpu                      # CPU, about 40 s
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import bench_model  # noqa: E402
 
-ACCUMULATE = ("pointwise", "mm")
+ACCUMULATE = ("pointwise", "mm", "layer")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,8 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(bench_model.PRESETS), default="cpu",
                         help="cpu: the CI-sized model; 3b: Qwen2.5-Coder-3B-Instruct's config (GPU)")
     parser.add_argument("--accumulate", choices=ACCUMULATE, default="pointwise",
-                        help="how the compiled side adds h (B·R)ᵀ: a broadcast multiply-and-sum (pointwise, default) "
-                             "or a K = 2 matmul (mm)")
+                        help="the compiled side's adapter: written out, adding h (B·R)ᵀ as a broadcast "
+                             "multiply-and-sum (pointwise, default) or a K = 2 matmul (mm); "
+                             "or TinyLoraLinear's own (layer)")
     parser.add_argument("--pairs", type=int, default=7, help="timed rounds of the four forwards (default 7)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads on a CPU (default 1)")
     args = parser.parse_args(argv)
@@ -61,7 +63,8 @@ def written_out_forward(accumulate: str):
     def forward(self, x, *args, **kwargs):
         result = self.base_layer(x, *args, **kwargs)  # (batch, seq, out)
         for name in self.active_adapters:
-            v, A, B, P = tinylora.layer_v(self, name), self.tinylora_A[name], self.tinylora_B[name], self.tinylora_P[name]
+            v, A = tinylora.layer_v(self, name), self.tinylora_A[name]
+            B, P = self.tinylora_B[name], self.tinylora_P[name]
             R = (v.float() @ P.float().reshape(P.shape[0], -1)).view(P.shape[1:])  # (r, r)
             BR = (B.float() @ R).to(result.dtype)  # (out, r)
             h = x.reshape(-1, x.shape[-1]) @ A.to(x.dtype).T  # (tokens, r)
@@ -77,9 +80,13 @@ def written_out_forward(accumulate: str):
 
 @contextmanager
 def adapter_forward(forward) -> Iterator[None]:
-    """TinyLoraLinear runs `forward` inside the block (a compiled graph traced with it keeps its guards)."""
+    """TinyLoraLinear runs `forward` inside the block (a compiled graph traced with it keeps its guards), or its
+    own forward when `forward` is None."""
     import tinylora
 
+    if forward is None:
+        yield
+        return
     cached = tinylora.TinyLoraLinear.forward
     tinylora.TinyLoraLinear.forward = forward
     try:
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
             if p.requires_grad:
                 p.normal_(0, 0.01)  # a trained-looking v: a zero update would let a wrong formula pass the check
     ids = bench_model.random_ids(preset.prompt_len + preset.new_tokens, device)  # (G, prompt + completion)
-    traced = written_out_forward(args.accumulate)
+    traced = None if args.accumulate == "layer" else written_out_forward(args.accumulate)
     out: dict = {"preset": args.preset, "accumulate": args.accumulate, "device": device,
                  "dtype": str(model.dtype).removeprefix("torch.")}
     with torch.no_grad():
@@ -130,7 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(args.pairs):
             with adapter_forward(traced):
                 with bench_model.without_adapter(model):
-                    times["compiled_base"].append(bench_model.seconds(lambda: compiled_base(input_ids=ids), device, clock))
+                    base_s = bench_model.seconds(lambda: compiled_base(input_ids=ids), device, clock)
+                    times["compiled_base"].append(base_s)
                 times["compiled_adapted"].append(bench_model.seconds(lambda: compiled(input_ids=ids), device, clock))
             with bench_model.without_adapter(model) as base:
                 times["eager_base"].append(bench_model.seconds(lambda: base(input_ids=ids), device, clock))

@@ -62,7 +62,7 @@ def test_bad_arguments_exit_2_with_one_line():
     assert proc.returncode == 2 and len(error_lines(proc)) == 1 and "--new_tokens" in error_lines(proc)[0]
 
 
-@pytest.mark.parametrize("accumulate", ["pointwise", "mm"])
+@pytest.mark.parametrize("accumulate", ["pointwise", "mm", "layer"])
 def test_compile_probe_times_compiled_and_eager_forwards_of_the_same_adapter(accumulate):
     """bench/compile_probe.py's written-out adapter must be the adapter: its logits, eager and compiled, match the
     cached forward's (fp32, so any formula slip shows far above rounding), and all four forwards are timed."""

@@ -538,3 +538,27 @@ def test_writes_without_an_optimizer_reach_generation(tiny_path, tmp_path):
     state = {k: torch.full_like(t, 0.3) for k, t in model.state_dict().items() if "tinylora_v" in k}
     model.load_state_dict(state, strict=False)
     assert torch.allclose(logits(model), fresh_logits(tiny_path, tinylora.tiny_lora_v(model)), atol=1e-6)
+
+
+def test_the_adapter_compiles_in_one_graph_and_follows_v(tiny_path):
+    """`torch.compile` of an adapted model: no graph break in our layers (the cache's counters cannot be traced, so a
+    compiled forward builds the factors itself), the eager model's logits and v-gradient, and a later write to v
+    seen by the compiled model."""
+    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
+    set_v(model, scale=0.1)
+    with torch.no_grad():
+        assert torch._dynamo.explain(model)(IDS).graph_break_count == 0
+    compiled = torch.compile(model, backend="aot_eager")  # Dynamo's graph and AOTAutograd's, minus Inductor's codegen
+    with torch.no_grad():
+        assert torch.allclose(compiled(IDS).logits, logits(model), atol=1e-5)
+    v = model.base_model.tinylora_v["default"]["0"]
+    compiled(IDS, labels=IDS).loss.backward()
+    compiled_grad, v.grad = v.grad.clone(), None
+    model(IDS, labels=IDS).loss.backward()
+    assert v.grad.abs().max() > 0 and torch.allclose(compiled_grad, v.grad, rtol=1e-4, atol=1e-7)
+    before = logits(model)
+    set_v(model, seed=2, scale=0.1)  # written in place, as an optimizer does
+    after = logits(model)
+    assert not torch.allclose(after, before, atol=1e-4)
+    with torch.no_grad():
+        assert torch.allclose(compiled(IDS).logits, after, atol=1e-5)
