@@ -126,17 +126,18 @@ class TinyLoraLinear(peft_layer.Linear):
             # A xᵀ rather than x Aᵀ: the same product, but a GEMM with r rows runs 2-5x faster on CPU BLAS than one
             # with r columns (224 tokens of width 576 at rank 2: 7 against 35 µs), most of the adapter's cost
             h_t = torch.mm(f.A, dropped.reshape(-1, dropped.shape[-1]).T)  # (r, tokens)
-            flat = result.shape[:-1].numel(), result.shape[-1]
+            right = f.BR_t  # (r, out): R already folded into B
             if grad and f.v.requires_grad:  # v's gradient is wanted: R is built from v, a separate fp32 factor
                 R = (f.v.to(f.P_flat.dtype) @ f.P_flat).view(f.A.shape[0], -1)  # (r, r), in v's autograd graph
                 h_t = (R @ h_t.to(R.dtype)).to(result.dtype)  # (r, tokens): the tiny middle in fp32
-                result = torch.addmm(result.reshape(flat), h_t.T, f.B_t).view(result.shape)  # (batch, seq, out)
-            elif (grad and (result.requires_grad or h_t.requires_grad)) or not result.is_contiguous():
+                right = f.B_t  # (r, out)
+            flat = result.shape[:-1].numel(), result.shape[-1]
+            if (grad and (result.requires_grad or h_t.requires_grad)) or not result.is_contiguous():
                 # out of place: the in-place form would be safe for nn.Linear (its backward does not keep its
                 # output) but not for every base layer a PEFT user may bring
-                result = torch.addmm(result.reshape(flat), h_t.T, f.BR_t).view(result.shape)  # (batch, seq, out)
+                result = torch.addmm(result.reshape(flat), h_t.T, right).view(result.shape)  # (batch, seq, out)
             else:  # decoding and scoring: one GEMM accumulating into the base output, no (tokens, out) temporary
-                result.view(flat).addmm_(h_t.T, f.BR_t)  # (tokens, out), in place
+                result.view(flat).addmm_(h_t.T, right)  # (tokens, out), in place
         return result if result.dtype == x.dtype else result.to(x.dtype)  # as stock PEFT: x's dtype comes out
 
     def _apply(self, fn, *args, **kwargs):
