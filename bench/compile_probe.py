@@ -133,16 +133,19 @@ def main(argv: list[str] | None = None) -> dict:
     out["compiled_vs_cached"] = (compiled_logits - cached_logits).abs().max().item()
     clock = time.process_time if device == "cpu" else time.perf_counter  # as bench_forward: CPU time on a CPU
     times: dict[str, list[float]] = {"compiled_base": [], "compiled_adapted": [], "eager_base": [], "eager_adapted": []}
+
+    def timed(m) -> float:
+        return bench_model.seconds(lambda: m(input_ids=ids), device, clock)
+
     with torch.no_grad():
         for _ in range(args.pairs):
             with adapter_forward(traced):
                 with bench_model.without_adapter(model):
-                    base_s = bench_model.seconds(lambda: compiled_base(input_ids=ids), device, clock)
-                    times["compiled_base"].append(base_s)
-                times["compiled_adapted"].append(bench_model.seconds(lambda: compiled(input_ids=ids), device, clock))
+                    times["compiled_base"].append(timed(compiled_base))
+                times["compiled_adapted"].append(timed(compiled))
             with bench_model.without_adapter(model) as base:
-                times["eager_base"].append(bench_model.seconds(lambda: base(input_ids=ids), device, clock))
-            times["eager_adapted"].append(bench_model.seconds(lambda: model(input_ids=ids), device, clock))
+                times["eager_base"].append(timed(base))
+            times["eager_adapted"].append(timed(model))
     out.update({f"{k}_s": min(v) for k, v in times.items()})  # fastest of each: the least disturbed run
     out["compiled_ratio"] = out["compiled_adapted_s"] / out["compiled_base_s"]
     out["eager_ratio"] = out["eager_adapted_s"] / out["eager_base_s"]
