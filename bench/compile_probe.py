@@ -22,9 +22,7 @@ import argparse
 import json
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the compiled side's adapter: written out, adding h (B·R)ᵀ as a broadcast "
                              "multiply-and-sum (pointwise, default) or a K = 2 matmul (mm); "
                              "or TinyLoraLinear's own (layer)")
-    parser.add_argument("--pairs", type=int, default=7, help="timed rounds of the four forwards (default 7)")
+    parser.add_argument("--pairs", type=int, default=21,
+                        help="timed rounds of the four forwards; ratios are medians over rounds (default 21)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads on a CPU (default 1)")
     args = parser.parse_args(argv)
     if args.pairs < 1 or args.threads < 1:
@@ -78,23 +77,6 @@ def written_out_forward(accumulate: str):
     return forward
 
 
-@contextmanager
-def adapter_forward(forward) -> Iterator[None]:
-    """TinyLoraLinear runs `forward` inside the block (a compiled graph traced with it keeps its guards), or its
-    own forward when `forward` is None."""
-    import tinylora
-
-    if forward is None:
-        yield
-        return
-    cached = tinylora.TinyLoraLinear.forward
-    tinylora.TinyLoraLinear.forward = forward
-    try:
-        yield
-    finally:
-        tinylora.TinyLoraLinear.forward = cached
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
@@ -107,18 +89,14 @@ def main(argv: list[str] | None = None) -> dict:
     preset = bench_model.PRESETS[args.preset]
     model, _ = bench_model.load(preset, False, device)
     model = tinylora.apply_tiny_lora(model, u=bench_model.U, rank=bench_model.RANK)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.01)  # a trained-looking v: a zero update would let a wrong formula pass the check
+    bench_model.random_v(model)
     ids = bench_model.random_ids(preset.prompt_len + preset.new_tokens, device)  # (G, prompt + completion)
     traced = None if args.accumulate == "layer" else written_out_forward(args.accumulate)
     out: dict = {"preset": args.preset, "accumulate": args.accumulate, "device": device,
                  "dtype": str(model.dtype).removeprefix("torch.")}
     with torch.no_grad():
         cached_logits = model(input_ids=ids).logits.float()
-        with adapter_forward(traced):
+        with bench_model.adapter_forward(traced):
             written_logits = model(input_ids=ids).logits.float()
             with bench_model.without_adapter(model) as base:
                 compiled_base = torch.compile(base)
@@ -139,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     with torch.no_grad():
         for _ in range(args.pairs):
-            with adapter_forward(traced):
+            with bench_model.adapter_forward(traced):
                 with bench_model.without_adapter(model):
                     times["compiled_base"].append(timed(compiled_base))
                 times["compiled_adapted"].append(timed(compiled))
@@ -147,8 +125,10 @@ def main(argv: list[str] | None = None) -> dict:
                 times["eager_base"].append(timed(base))
             times["eager_adapted"].append(timed(model))
     out.update({f"{k}_s": min(v) for k, v in times.items()})  # fastest of each: the least disturbed run
-    out["compiled_ratio"] = out["compiled_adapted_s"] / out["compiled_base_s"]
-    out["eager_ratio"] = out["eager_adapted_s"] / out["eager_base_s"]
+    for side in ("compiled", "eager"):  # the ratio: median of the rounds' own (bench_model.Paired)
+        summary = bench_model.Paired(tuple(times[f"{side}_base"]), tuple(times[f"{side}_adapted"])).summary()
+        out.update({f"{side}_ratio": summary["ratio"], f"{side}_ratio_quartiles": summary["ratio_quartiles"],
+                    f"{side}_fastest_ratio": summary["fastest_ratio"]})
     print(json.dumps(out, indent=1))
     return out
 

@@ -140,6 +140,11 @@ def fmt_bytes(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
+def spread(median: float, quartiles: list[float]) -> str:
+    """Per-round ratios (bench_model.Paired) as their median and interquartile range."""
+    return f"{median:.3f} (IQR {quartiles[0]:.3f}–{quartiles[1]:.3f})"
+
+
 def table(report: dict) -> str:
     """The results as one markdown table: what was measured, its reference, and their ratio."""
     G, P, N = bench_model.G, report["prompt_tokens"], report["new_tokens"]
@@ -162,9 +167,10 @@ def table(report: dict) -> str:
                                 ("lora_forward", f", stock PEFT LoRA r={bench_model.RANK} (yardstick)", "")):
             if key in q:
                 f = q[key]
-                rows.append(f"| forward, {G}×{P + N} tokens{what} | {label} | adapted {f['adapted_s'] * 1e3:.1f} ms | "
-                            f"base {f['base_s'] * 1e3:.1f} ms | {f['ratio']:.3f}{goal}"
-                            + (f"; CPU time {f['cpu_ratio']:.3f}" if "cpu_ratio" in f else "") + " |")
+                rows.append(f"| forward, {G}×{P + N} tokens{what} | {label} | adapted {f['adapted_s'] * 1e3:.1f} ms "
+                            f"(fastest of {f['rounds']}) | base {f['base_s'] * 1e3:.1f} ms | {spread(f['ratio'], f['ratio_quartiles'])}{goal}"
+                            + (f"; CPU time {spread(f['cpu_ratio'], f['cpu_ratio_quartiles'])}" if "cpu_ratio" in f
+                               else "") + " |")
         if "rollout" in q:
             r = q["rollout"]
             rows.append(f"| rollout, {G}×{N} new tokens | {label} | adapted {r['adapted_tok_s']:.1f} tok/s | "

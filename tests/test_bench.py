@@ -38,6 +38,10 @@ def test_every_metric_is_measured_with_sane_values(report):
         assert q["dtype"] == dtype and q["apply_tiny_lora_s"] > 0
         for forward in (q["forward"], q["lora_forward"]):  # TinyLoRA's, and stock LoRA's as the yardstick
             assert forward["base_s"] > 0 and 0.2 < forward["ratio"] < 5 and 0.2 < forward["cpu_ratio"] < 5
+            assert forward["rounds"] == 41 and 0.2 < forward["fastest_ratio"] < 5
+            for ratio, (q1, q3) in ((forward["ratio"], forward["ratio_quartiles"]),
+                                    (forward["cpu_ratio"], forward["cpu_ratio_quartiles"])):
+                assert q1 <= ratio <= q3
         assert q["rollout"]["base_tok_s"] > 0 and q["rollout"]["adapted_tok_s"] > 0 and 0.2 < q["rollout"]["ratio"] < 5
         step = q["grpo_step"]
         assert step["seconds"] > 0 and step["peak_kind"] == "process_peak_rss"
@@ -117,6 +121,21 @@ def test_real_model_config_makes_one_pass_with_grad_and_no_extra_log_prob_pass(t
     assert "| GRPO step at this CPU's rates |" in table and "| backward |" in table
     assert set(step["minor_faults"]) == {"generation", "forward_with_grad", "backward"}
     assert "| first touch of fresh memory" in table
+
+
+def test_paired_rounds_give_the_median_round_ratio_not_the_ratio_of_the_fastest_runs():
+    """Round 3 is the fastest on both sides only by luck of load: its ratio must not stand for the overhead."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_model
+
+    paired = bench_model.Paired(base=(10.0, 12.0, 8.0, 20.0, 10.0), adapted=(10.5, 12.6, 9.6, 21.0, 11.0))
+    summary = paired.summary()
+    assert summary["ratio"] == pytest.approx(1.05)  # rounds: 1.05, 1.05, 1.2, 1.05, 1.1
+    assert summary["fastest_ratio"] == pytest.approx(1.2) and summary["rounds"] == 5
+    assert summary["base_s"] == 8.0 and summary["adapted_s"] == 9.6
+    assert summary["ratio_quartiles"] == pytest.approx([1.05, 1.15])
+    single = bench_model.Paired(base=(2.0,), adapted=(3.0,)).summary()
+    assert single["ratio"] == single["fastest_ratio"] == 1.5 and single["ratio_quartiles"] == [1.5, 1.5]
 
 
 def test_profiled_sections_count_the_first_touch_of_fresh_memory():
