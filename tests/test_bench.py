@@ -86,6 +86,46 @@ def test_compile_probe_bad_arguments_exit_2_with_one_line():
     assert proc.returncode == 2 and len(error_lines(proc)) == 1 and "--pairs" in error_lines(proc)[0]
 
 
+def test_forward_parts_leave_out_what_their_names_say():
+    """bench/forward_parts.py's parts, on the CPU preset's dense base with a random v: the wrapper and the thin GEMM
+    alone change nothing, the update alone (h from the first call, same input) gives the full adapter's logits."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_model
+    import forward_parts
+    import torch
+
+    import tinylora
+
+    preset = bench_model.PRESETS["cpu"]
+    model, _ = bench_model.load(preset, False, "cpu")
+    model = tinylora.apply_tiny_lora(model, u=bench_model.U, rank=bench_model.RANK)
+    bench_model.random_v(model)
+    ids = bench_model.random_ids(preset.prompt_len, "cpu")  # (G, prompt_len)
+    forwards = forward_parts.part_forwards()
+    logits = {}
+    with torch.no_grad():
+        with bench_model.without_adapter(model) as base:
+            logits["base"] = base(input_ids=ids).logits
+        for name in forward_parts.PARTS:
+            with bench_model.adapter_forward(forwards[name]):
+                logits[name] = model(input_ids=ids).logits
+    assert not torch.allclose(logits["full"], logits["base"], atol=1e-3)  # the update is there to be left out
+    assert torch.equal(logits["wrapper"], logits["base"]) and torch.equal(logits["thin_gemm"], logits["base"])
+    assert torch.equal(logits["update"], logits["full"])
+
+
+def test_forward_parts_times_every_part_against_the_base():
+    proc = run_bench("--rounds", "2", "--quant", "bf16", timeout=300, script="bench/forward_parts.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["base"] == "float32" and report["clock"] == "process_time"
+    assert set(report["parts"]) == {"full", "wrapper", "thin_gemm", "update"}
+    for part in report["parts"].values():
+        assert part["rounds"] == 2 and 0.2 < part["ratio"] < 5 and part["base_s"] > 0
+    proc = run_bench("--rounds", "0", timeout=60, script="bench/forward_parts.py")
+    assert proc.returncode == 2 and len(error_lines(proc)) == 1 and "--rounds" in error_lines(proc)[0]
+
+
 def profile_tiny_step(tmp_path: Path, *extra: str) -> dict:
     """One profiled step of train_rl.py with the real-model config's settings, on the tiny model (seconds, not minutes)."""
     sys.path.insert(0, str(ROOT / "bench"))

@@ -1,0 +1,126 @@
+"""Where the adapter's forward overhead goes: TinyLoraLinear.forward with parts left out, each against the base.
+
+The forward stage of bench/run.py gives one number, adapted / base. This splits it. Every TinyLoraLinear runs one
+of these forwards (the same no-grad pass over G sequences as bench/run.py's forward stage):
+
+    full        TinyLoraLinear's own forward
+    wrapper     the base layer's call and nothing else: what PEFT's module around it costs
+    thin_gemm   the wrapper plus the cached-factor check and h = A xᵀ, the update left out
+    update      the wrapper plus the update h (B·R)ᵀ added into the output, with h kept from the first call
+
+Each round times the base model once and then every part in a shuffled order; each part's number is the median
+of its per-round ratios to that round's base, with the interquartile range (bench_model.Paired). Measured with
+their operands hot in a micro-benchmark the adapter's ops are about half of what `full` shows here: in the model
+the base GEMM before them evicts the activations they read.
+
+    python bench/forward_parts.py --quant nf4 --rounds 80     # CPU preset, about 20 s
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import bench_model  # noqa: E402
+
+PARTS = ("full", "wrapper", "thin_gemm", "update")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    import data
+
+    parser = data.ArgumentParser(prog="bench/forward_parts.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(bench_model.PRESETS), default="cpu",
+                        help="cpu: the CI-sized model; 3b: Qwen2.5-Coder-3B-Instruct's config (GPU)")
+    parser.add_argument("--quant", choices=("nf4", "bf16"), default="nf4",
+                        help="the base: NF4 (default) or dense (bf16 on a GPU, fp32 on a CPU), as bench/run.py")
+    parser.add_argument("--rounds", type=int, default=40, help="timed rounds, each the base and every part (default 40)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads on a CPU (default 1)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.threads < 1:
+        data.cli_error("--rounds and --threads must be positive integers")
+    import torch
+
+    if args.preset.startswith("3b") and not torch.cuda.is_available():
+        data.cli_error(f"--preset {args.preset} needs a CUDA GPU (hours on a CPU); use --preset cpu")
+    return args
+
+
+def part_forwards() -> dict[str, Callable]:
+    """Each part's replacement for TinyLoraLinear.forward (no grad, the bench's adapter "default" only)."""
+    import torch
+
+    import tinylora
+
+    def wrapper(self, x, *args, **kwargs):
+        return self.base_layer(x, *args, **kwargs)
+
+    def thin_gemm(self, x, *args, **kwargs):
+        result = self.base_layer(x, *args, **kwargs)  # (batch, seq, out)
+        f = self._factors("default", x.dtype, result.dtype, x.device)
+        torch.mm(f.A, x.reshape(-1, x.shape[-1]).T)  # (r, tokens), dropped
+        return result
+
+    def update(self, x, *args, **kwargs):
+        result = self.base_layer(x, *args, **kwargs)  # (batch, seq, out)
+        f = self._factors("default", x.dtype, result.dtype, x.device)
+        h_t = self.__dict__.get("_parts_h_t")
+        if h_t is None:  # the first call's h: later calls add the update without computing it
+            h_t = self.__dict__["_parts_h_t"] = torch.mm(f.A, x.reshape(-1, x.shape[-1]).T)  # (r, tokens)
+        result.view(-1, result.shape[-1]).addmm_(h_t.T, f.BR_t)  # (tokens, out), in place
+        return result
+
+    return {"full": tinylora.TinyLoraLinear.forward, "wrapper": wrapper, "thin_gemm": thin_gemm, "update": update}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    import torch
+    from tqdm import tqdm
+
+    import tinylora
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(args.threads)
+    preset = bench_model.PRESETS[args.preset]
+    model, _ = bench_model.load(preset, args.quant == "nf4", device)
+    model = tinylora.apply_tiny_lora(model, u=bench_model.U, rank=bench_model.RANK)
+    bench_model.random_v(model)
+    model.eval()
+    ids = bench_model.random_ids(preset.prompt_len + preset.new_tokens, device)  # (G, prompt + completion)
+    forwards = part_forwards()
+    clock = time.process_time if device == "cpu" else time.perf_counter  # as bench_forward: CPU time on a CPU
+
+    def timed(m: torch.nn.Module) -> float:
+        return bench_model.seconds(lambda: m(input_ids=ids), device, clock)
+
+    base_times: list[float] = []
+    part_times: dict[str, list[float]] = {name: [] for name in PARTS}
+    order = random.Random(0)
+    with torch.no_grad():
+        for name in PARTS:  # warm-up: every part's kernels and caches once, and the first call's h for `update`
+            with bench_model.adapter_forward(forwards[name]):
+                model(input_ids=ids)
+        for _ in tqdm(range(args.rounds), desc="forward parts", unit="round"):
+            with bench_model.without_adapter(model) as base:
+                base_times.append(timed(base))
+            for name in order.sample(PARTS, len(PARTS)):
+                with bench_model.adapter_forward(forwards[name]):
+                    part_times[name].append(timed(model))
+    base_kind = "nf4" if args.quant == "nf4" else str(model.dtype).removeprefix("torch.")
+    out = {"preset": args.preset, "base": base_kind, "device": device, "clock": clock.__name__, "parts": {name: bench_model.Paired(tuple(base_times), tuple(times)).summary()
+                                              for name, times in part_times.items()}}
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
