@@ -13,7 +13,7 @@ The eager side is always TinyLoraLinear's cached forward. The report gives each 
 largest logit difference from it.
 Dense bases only (bf16 on a GPU, fp32 on a CPU); v is drawn at random so the update is not zero.
 
-    python bench/compile_probe.py --preset cpu                      # CPU, about 40 s
+    python bench/compile_probe.py --preset cpu                      # CPU, about 15 s
     python bench/compile_probe.py --preset 3b --accumulate mm       # one GPU, about 3 minutes (two compiles)
 """
 from __future__ import annotations
