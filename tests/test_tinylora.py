@@ -540,11 +540,12 @@ def test_writes_without_an_optimizer_reach_generation(tiny_path, tmp_path):
     assert torch.allclose(logits(model), fresh_logits(tiny_path, tinylora.tiny_lora_v(model)), atol=1e-6)
 
 
-def test_the_adapter_compiles_in_one_graph_and_follows_v(tiny_path):
-    """`torch.compile` of an adapted model: no graph break in our layers (the cache's counters cannot be traced, so a
-    compiled forward builds the factors itself), the eager model's logits and v-gradient, and a later write to v
-    seen by the compiled model."""
-    model = tinylora.apply_tiny_lora(dense(tiny_path), u=4)
+@pytest.mark.parametrize("loader", [dense, nf4])
+def test_the_adapter_compiles_in_one_graph_and_follows_v(tiny_path, loader):
+    """`torch.compile` of an adapted model, dense or NF4: no graph break in our layers (the cache's counters cannot be
+    traced, so a compiled forward builds the factors itself), the eager model's logits and v-gradient, and a later
+    write to v seen by the compiled model."""
+    model = tinylora.apply_tiny_lora(loader(tiny_path), u=4)
     set_v(model, scale=0.1)
     with torch.no_grad():
         assert torch._dynamo.explain(model)(IDS).graph_break_count == 0
