@@ -7,6 +7,7 @@ model next to the same base model before the adapter was injected. `bench/run.py
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import hashlib
 import json
@@ -234,6 +235,55 @@ def random_v(model: torch.nn.Module, seed: int = 0) -> None:
         for p in model.parameters():
             if p.requires_grad:
                 p.normal_(0, 0.01)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """An adapted model with a random v and the input of bench/run.py's forward stage, for the probes that split or
+    compile that forward (bench/forward_parts.py, bench/compile_probe.py)."""
+
+    model: torch.nn.Module
+    ids: torch.Tensor  # (G, prompt_len + new_tokens)
+    device: str
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """CPU time on a CPU (as bench_forward's CPU-time pass), wall time on a GPU."""
+        return time.process_time if self.device == "cpu" else time.perf_counter
+
+    def timed(self, m: torch.nn.Module) -> float:
+        """Seconds of one forward of `m` (this model, or its base) over the ids."""
+        return seconds(lambda: m(input_ids=self.ids), self.device, self.clock)
+
+
+def probe(preset: Preset, quant: bool, threads: int) -> Probe:
+    """The probes' model: `preset` loaded as bench/run.py loads it (NF4 or dense), TinyLoRA's default adapter, v drawn
+    at random; `threads` torch threads on a CPU."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    model, _ = load(preset, quant, device)
+    model = tinylora.apply_tiny_lora(model, u=U, rank=RANK)
+    random_v(model)
+    model.eval()
+    return Probe(model, random_ids(preset.prompt_len + preset.new_tokens, device), device)
+
+
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The probes' shared flags: --preset and --threads (checked by check_probe_arguments)."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                        help="cpu: the CI-sized model; 3b: Qwen2.5-Coder-3B-Instruct's config (GPU)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads on a CPU (default 1)")
+
+
+def check_probe_arguments(args: argparse.Namespace) -> None:
+    """One-line error, exit 2 (data.cli_error), for a thread count below 1 or a 3B preset without a GPU."""
+    import data
+
+    if args.threads < 1:
+        data.cli_error("--threads must be a positive integer")
+    if args.preset.startswith("3b") and not torch.cuda.is_available():
+        data.cli_error(f"--preset {args.preset} needs a CUDA GPU (hours on a CPU); use --preset cpu")
 
 
 def random_ids(length: int, device: str, seed: int = 0) -> torch.Tensor:

@@ -36,22 +36,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     parser = data.ArgumentParser(prog="bench/compile_probe.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(bench_model.PRESETS), default="cpu",
-                        help="cpu: the CI-sized model; 3b: Qwen2.5-Coder-3B-Instruct's config (GPU)")
+    bench_model.add_probe_arguments(parser)
     parser.add_argument("--accumulate", choices=ACCUMULATE, default="pointwise",
                         help="the compiled side's adapter: written out, adding h (B·R)ᵀ as a broadcast "
                              "multiply-and-sum (pointwise, default) or a K = 2 matmul (mm); "
                              "or TinyLoraLinear's own (layer)")
     parser.add_argument("--pairs", type=int, default=21,
                         help="timed rounds of the four forwards; ratios are medians over rounds (default 21)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads on a CPU (default 1)")
     args = parser.parse_args(argv)
-    if args.pairs < 1 or args.threads < 1:
-        data.cli_error("--pairs and --threads must be positive integers")
-    import torch
-
-    if args.preset.startswith("3b") and not torch.cuda.is_available():
-        data.cli_error(f"--preset {args.preset} needs a CUDA GPU (hours on a CPU); use --preset cpu")
+    if args.pairs < 1:
+        data.cli_error("--pairs must be a positive integer")
+    bench_model.check_probe_arguments(args)
     return args
 
 
@@ -81,16 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
 
-    import tinylora
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        torch.set_num_threads(args.threads)
-    preset = bench_model.PRESETS[args.preset]
-    model, _ = bench_model.load(preset, False, device)
-    model = tinylora.apply_tiny_lora(model, u=bench_model.U, rank=bench_model.RANK)
-    bench_model.random_v(model)
-    ids = bench_model.random_ids(preset.prompt_len + preset.new_tokens, device)  # (G, prompt + completion)
+    probe = bench_model.probe(bench_model.PRESETS[args.preset], False, args.threads)
+    model, ids, device = probe.model, probe.ids, probe.device  # ids: (G, prompt + completion)
     traced = None if args.accumulate == "layer" else written_out_forward(args.accumulate)
     out: dict = {"preset": args.preset, "accumulate": args.accumulate, "device": device,
                  "dtype": str(model.dtype).removeprefix("torch.")}
@@ -109,21 +96,17 @@ def main(argv: list[str] | None = None) -> dict:
     out["logits_scale"] = cached_logits.abs().max().item()
     out["written_out_vs_cached"] = (written_logits - cached_logits).abs().max().item()
     out["compiled_vs_cached"] = (compiled_logits - cached_logits).abs().max().item()
-    clock = time.process_time if device == "cpu" else time.perf_counter  # as bench_forward: CPU time on a CPU
     times: dict[str, list[float]] = {"compiled_base": [], "compiled_adapted": [], "eager_base": [], "eager_adapted": []}
-
-    def timed(m) -> float:
-        return bench_model.seconds(lambda: m(input_ids=ids), device, clock)
 
     with torch.no_grad():
         for _ in range(args.pairs):
             with bench_model.adapter_forward(traced):
                 with bench_model.without_adapter(model):
-                    times["compiled_base"].append(timed(compiled_base))
-                times["compiled_adapted"].append(timed(compiled))
+                    times["compiled_base"].append(probe.timed(compiled_base))
+                times["compiled_adapted"].append(probe.timed(compiled))
             with bench_model.without_adapter(model) as base:
-                times["eager_base"].append(timed(base))
-            times["eager_adapted"].append(timed(model))
+                times["eager_base"].append(probe.timed(base))
+            times["eager_adapted"].append(probe.timed(model))
     out.update({f"{k}_s": min(v) for k, v in times.items()})  # fastest of each: the least disturbed run
     for side in ("compiled", "eager"):  # the ratio: median of the rounds' own (bench_model.Paired)
         summary = bench_model.Paired(tuple(times[f"{side}_base"]), tuple(times[f"{side}_adapted"])).summary()

@@ -21,7 +21,6 @@ import argparse
 import json
 import random
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -37,19 +36,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     parser = data.ArgumentParser(prog="bench/forward_parts.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(bench_model.PRESETS), default="cpu",
-                        help="cpu: the CI-sized model; 3b: Qwen2.5-Coder-3B-Instruct's config (GPU)")
+    bench_model.add_probe_arguments(parser)
     parser.add_argument("--quant", choices=("nf4", "bf16"), default="nf4",
                         help="the base: NF4 (default) or dense (bf16 on a GPU, fp32 on a CPU), as bench/run.py")
-    parser.add_argument("--rounds", type=int, default=40, help="timed rounds, each the base and every part (default 40)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads on a CPU (default 1)")
+    parser.add_argument("--rounds", type=int, default=40,
+                        help="timed rounds, each the base and every part (default 40)")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.threads < 1:
-        data.cli_error("--rounds and --threads must be positive integers")
-    import torch
-
-    if args.preset.startswith("3b") and not torch.cuda.is_available():
-        data.cli_error(f"--preset {args.preset} needs a CUDA GPU (hours on a CPU); use --preset cpu")
+    if args.rounds < 1:
+        data.cli_error("--rounds must be a positive integer")
+    bench_model.check_probe_arguments(args)
     return args
 
 
@@ -85,23 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from tqdm import tqdm
 
-    import tinylora
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        torch.set_num_threads(args.threads)
-    preset = bench_model.PRESETS[args.preset]
-    model, _ = bench_model.load(preset, args.quant == "nf4", device)
-    model = tinylora.apply_tiny_lora(model, u=bench_model.U, rank=bench_model.RANK)
-    bench_model.random_v(model)
-    model.eval()
-    ids = bench_model.random_ids(preset.prompt_len + preset.new_tokens, device)  # (G, prompt + completion)
+    probe = bench_model.probe(bench_model.PRESETS[args.preset], args.quant == "nf4", args.threads)
+    model, ids = probe.model, probe.ids  # ids: (G, prompt + completion)
     forwards = part_forwards()
-    clock = time.process_time if device == "cpu" else time.perf_counter  # as bench_forward: CPU time on a CPU
-
-    def timed(m: torch.nn.Module) -> float:
-        return bench_model.seconds(lambda: m(input_ids=ids), device, clock)
-
     base_times: list[float] = []
     part_times: dict[str, list[float]] = {name: [] for name in PARTS}
     order = random.Random(0)
@@ -111,13 +92,14 @@ def main(argv: list[str] | None = None) -> dict:
                 model(input_ids=ids)
         for _ in tqdm(range(args.rounds), desc="forward parts", unit="round"):
             with bench_model.without_adapter(model) as base:
-                base_times.append(timed(base))
+                base_times.append(probe.timed(base))
             for name in order.sample(PARTS, len(PARTS)):
                 with bench_model.adapter_forward(forwards[name]):
-                    part_times[name].append(timed(model))
+                    part_times[name].append(probe.timed(model))
     base_kind = "nf4" if args.quant == "nf4" else str(model.dtype).removeprefix("torch.")
-    out = {"preset": args.preset, "base": base_kind, "device": device, "clock": clock.__name__, "parts": {name: bench_model.Paired(tuple(base_times), tuple(times)).summary()
-                                              for name, times in part_times.items()}}
+    parts = {name: bench_model.Paired(tuple(base_times), tuple(times)).summary() for name, times in part_times.items()}
+    out = {"preset": args.preset, "base": base_kind, "device": probe.device, "clock": probe.clock.__name__,
+           "parts": parts}
     print(json.dumps(out, indent=1))
     return out
 
