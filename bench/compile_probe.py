@@ -13,8 +13,14 @@ The eager side is always TinyLoraLinear's cached forward. The report gives each 
 largest logit difference from it.
 Dense bases only (bf16 on a GPU, fp32 on a CPU); v is drawn at random so the update is not zero.
 
+`--mode max-autotune` compiles both sides with Inductor's GEMM autotuning: on a GPU its Triton matmul templates
+can take a pointwise epilogue, which is the one library-made way the rank-2 update (written out `pointwise`, a
+sum of r = 2 broadcast products Inductor unrolls) could land inside the base GEMM itself. On a CPU it finds no
+GEMM template without freezing the weights (which would freeze v too), so it runs the default mode's kernels.
+
     python bench/compile_probe.py --preset cpu                      # CPU, about 15 s
     python bench/compile_probe.py --preset 3b --accumulate mm       # one GPU, about 3 minutes (two compiles)
+    python bench/compile_probe.py --preset 3b --mode max-autotune   # one GPU, longer: every GEMM shape is tuned
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import bench_model  # noqa: E402
 
 ACCUMULATE = ("pointwise", "mm", "layer")
+MODES = ("default", "max-autotune")  # torch.compile's modes the probe offers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the compiled side's adapter: written out, adding h (B·R)ᵀ as a broadcast "
                              "multiply-and-sum (pointwise, default) or a K = 2 matmul (mm); "
                              "or TinyLoraLinear's own (layer)")
+    parser.add_argument("--mode", choices=MODES, default="default",
+                        help="torch.compile's mode for both compiled sides (default: default); max-autotune tunes "
+                             "each GEMM and may fuse the update into its epilogue")
     parser.add_argument("--pairs", type=int, default=21,
                         help="timed rounds of the four forwards; ratios are medians over rounds (default 21)")
     args = parser.parse_args(argv)
@@ -79,16 +89,17 @@ def main(argv: list[str] | None = None) -> dict:
     probe = bench_model.probe(bench_model.PRESETS[args.preset], False, args.threads)
     model, ids, device = probe.model, probe.ids, probe.device  # ids: (G, prompt + completion)
     traced = None if args.accumulate == "layer" else written_out_forward(args.accumulate)
-    out: dict = {"preset": args.preset, "accumulate": args.accumulate, "device": device,
+    mode = None if args.mode == "default" else args.mode
+    out: dict = {"preset": args.preset, "accumulate": args.accumulate, "mode": args.mode, "device": device,
                  "dtype": str(model.dtype).removeprefix("torch.")}
     with torch.no_grad():
         cached_logits = model(input_ids=ids).logits.float()
         with bench_model.adapter_forward(traced):
             written_logits = model(input_ids=ids).logits.float()
             with bench_model.without_adapter(model) as base:
-                compiled_base = torch.compile(base)
+                compiled_base = torch.compile(base, mode=mode)
                 out["compile_time_base_s"] = bench_model.seconds(lambda: compiled_base(input_ids=ids), device)
-            compiled = torch.compile(model)
+            compiled = torch.compile(model, mode=mode)
             start = time.perf_counter()
             compiled_logits = compiled(input_ids=ids).logits.float()
             bench_model.sync(device)
