@@ -82,7 +82,7 @@ def test_compile_probe_times_compiled_and_eager_forwards_of_the_same_adapter(acc
 
 
 @pytest.mark.parametrize("mode, compiled_with", [("default", None), ("max-autotune", "max-autotune")])
-def test_compile_probe_compiles_both_sides_in_the_mode_asked_for(monkeypatch, capsys, mode, compiled_with):
+def test_compile_probe_compiles_both_sides_in_the_mode_asked_for(monkeypatch, mode, compiled_with):
     """--mode reaches both torch.compile calls (base and adapted) and the report; torch.compile is stubbed to record
     its mode and hand the module back, so this checks the wiring, not Inductor."""
     import torch
@@ -111,13 +111,9 @@ def test_forward_parts_leave_out_what_their_names_say():
     import forward_parts
     import torch
 
-    import tinylora
-
     preset = bench_model.PRESETS["cpu"]
-    model, _ = bench_model.load(preset, False, "cpu")
-    model = tinylora.apply_tiny_lora(model, u=bench_model.U, rank=bench_model.RANK)
-    bench_model.random_v(model)
-    ids = bench_model.random_ids(preset.prompt_len, "cpu")  # (G, prompt_len)
+    model = bench_model.probe(preset, quant=False, threads=1).model  # the script's own model, dense
+    ids = bench_model.random_ids(preset.prompt_len, "cpu")  # (G, prompt_len): shorter than the probe's, same kernels
     forwards = forward_parts.part_forwards()
     logits = {}
     with torch.no_grad():
