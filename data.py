@@ -175,7 +175,8 @@ def answer_text(solution: str, language: str = "cpp") -> str:
 
 # What the judge can check is read from the statement. Measured on hand-labelled real statements
 # (tests/fixtures/statement_labels.json, table in docs/data.md): "any" alone is not a signal ("choose any index"
-# describes an operation), so several-answers wording must tie "any" to the output or to the answers.
+# describes an operation), so several-answers wording must tie "any" to the output, to the answers, to "you" choosing
+# among several, or to what "will be accepted". Each rule is a wording family, checked on the unlabelled real rows too.
 _FLAGS = re.IGNORECASE | re.MULTILINE
 INTERACTIVE_RE = re.compile(
     r"\binteractive (problem|task)\b|\bthis (problem|task) is interactive\b|^\s*interaction( format)?:?\s*$|"
@@ -183,7 +184,10 @@ INTERACTIVE_RE = re.compile(
 MULTI_ANSWER_RE = re.compile(
     r"\b(print|output|find|construct|reconstruct|report|restore) any\b|"
     r"\bif there (are|is|exist) (multiple|several|many|more than one)\b[^.]{0,120}?"
-    r"\b(print|output|find|give|return)\b[^.]{0,20}?\b(any|arbitrary)\b|"
+    r"\b(print|output|find|give|return|you (can|may) (pick|choose|select|take))\b[^.]{0,20}?\b(any|arbitrary)\b|"
+    r"\bany\b(?! (case|register|letter))[^.]{0,40}?\b(will|would) be (accepted|considered correct)\b"
+    r"(?! as (a )?(positive|negative|yes|no)\b)|"
+    r"\b(print|output)\b[^.]{0,160}?\bany (suitable|appropriate|acceptable)\b|"
     r"\b(find|construct|build) an? [^.]{0,200}\.\s*(it can be (shown|proven|proved)|we can show) that "
     r"(an answer|a solution) always exists\b|"
     r"\b(multiple|several|many|more than one) (possible |correct |valid |optimal |suitable )?"
@@ -274,6 +278,25 @@ def held_out_keys(statements: Iterable[str | None], desc: str) -> set[str]:
     """Statement keys of every row of held-out splits, kept or skipped alike: a test problem skipped from test.jsonl
     (interactive, several answers, no tests) must not reach train.jsonl either."""
     return {statement_key(s) for s in tqdm(statements, desc=desc, unit="row") if isinstance(s, str) and s.strip()}
+
+
+def only_examples(statement: str, tests: list[dict]) -> bool:
+    """Whether every test's input is a block of lines of the statement, i.e. the tests are only its examples (the
+    rllm copy of LiveCodeBench kept just these as stdin tests): such a problem is weakly tested."""
+    lines = "\n" + "\n".join(line.strip() for line in statement.splitlines()) + "\n"
+    return bool(tests) and all(
+        "\n" + "\n".join(line.strip() for line in t["input"].strip().splitlines()) + "\n" in lines for t in tests)
+
+
+def first_by_fingerprint(path: Path, n: int) -> str:
+    """Rewrite a converted split with only the first `n` problems ordered by statement fingerprint (statement_key):
+    a selection made by the statements alone, so the hub and a local copy whose rows come in another order choose
+    the same problems, and nothing a model did can move a problem in or out. Returns the line to print."""
+    problems = read_jsonl(path)
+    chosen = sorted(problems, key=lambda p: statement_key(p["statement"]))[:n]
+    with replaced_atomically(path) as tmp:
+        tmp.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in chosen), encoding="utf-8")
+    return f"{path}: the first {len(chosen)} of {len(problems)} problems by statement fingerprint"
 
 
 def cap_tests(tests: list[dict], max_tests: int, max_test_bytes: int) -> tuple[list[dict], int]:
