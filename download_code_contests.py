@@ -3,6 +3,7 @@
     python download_code_contests.py                                 # hub, all splits, seed's easy filter
     python download_code_contests.py --local_dir ~/code_contests     # local parquet in the hub's schema
     python download_code_contests.py --config configs/data_code_contests.yaml
+    python download_code_contests.py --splits train --difficulties A-V --max_cf_rating 1100   # easy, by rating
 
 Hub rows and local parquet rows go through the same `convert` function. Before train is converted, the statements
 of every valid and test row (kept or skipped, whatever --splits says) are read, and a training row with one of
@@ -87,6 +88,8 @@ def make_converter(split: str, args: argparse.Namespace, difficulties: set[str],
             raise data.Skip("source")
         if difficulty not in difficulties:
             raise data.Skip("difficulty")
+        if args.max_cf_rating is not None and not 0 < (row.get("cf_rating") or 0) <= args.max_cf_rating:
+            raise data.Skip("cf_rating")
         if row.get("input_file") or row.get("output_file"):
             raise data.Skip("file_io")
         name = row.get("name") or f"problem {index}"
@@ -110,6 +113,7 @@ def make_converter(split: str, args: argparse.Namespace, difficulties: set[str],
             problem_id, "code_contests", split, name, row["description"], tests,
             time_limit_s=seconds or None, memory_limit_mb=memory // 1_000_000 or None, source=source,
             difficulty=difficulty, tags=row.get("cf_tags") or [], **judging,
+            weakly_tested=not (tests["private"] or tests["generated"]),  # the statement's examples only
             reference_solutions=cpp[:args.max_reference_solutions])
         return problem, dropped
 
@@ -151,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
                    help=f"keep these sources ({', '.join(SOURCES.values())})")
     p.add_argument("--difficulties", nargs="+", default=["A-B", "EASY"],
                    help="keep these difficulty labels; letter windows like A-C allowed (default: A-B EASY)")
+    p.add_argument("--max_cf_rating", type=int, metavar="R", help="keep only Codeforces-rated rows with "
+                   "0 < cf_rating <= R (unrated rows, cf_rating 0, are skipped)")
     p.add_argument("--checkers", metavar="DIR", help="C++ checkers named <split>_<slug>.cpp (train_1575_A.cpp): a "
                    "problem with several valid answers is kept, judged by its checker, instead of skipped")
     p.add_argument("--max_tests", type=int, default=50, help="tests kept per problem (public first)")

@@ -3,6 +3,7 @@
     python download_deepcoder.py                                   # lcbv5 train and test from the hub
     python download_deepcoder.py --subsets lcbv5 taco primeintellect codeforces
     python download_deepcoder.py --local_dir ~/DeepCoder           # <dir>/<config>/<split>-*.parquet
+    python download_deepcoder.py --splits test --first 64 --output_dir data/lcb_heldout   # the held-out set
 
 Rows are streamed one at a time (lcbv5 is ~5 GB for ~600 rows) and tests are capped as they are read. Before train
 is converted, the statements of every test split of the dataset (lcbv5 and codeforces, whatever --subsets and
@@ -60,8 +61,9 @@ def stdin_tests(raw: str) -> tuple[list[dict], int]:
     return [{"input": i, "output": o} for i, o in pairs], len(parsed) - len(pairs) if isinstance(parsed, list) else 0
 
 
-def make_converter(split: str, args: argparse.Namespace):
-    """The (config, index, row) -> (problem, dropped tests) function for one split; raises data.Skip."""
+def make_converter(split: str, args: argparse.Namespace, notes):
+    """The (config, index, row) -> (problem, dropped tests) function for one split; raises data.Skip. `notes`
+    counts kept problems whose tests are only the statement's examples."""
 
     checkers = data.load_checkers(args.checkers)
 
@@ -83,12 +85,15 @@ def make_converter(split: str, args: argparse.Namespace):
             raise data.Skip("tests_too_large")
         # codeforces rows carry only the statement's examples: they are public tests, and weak ones.
         group = "public" if config == "codeforces" else "private"
+        weak = config == "codeforces" or data.only_examples(statement, kept)
+        if weak:
+            notes["only_statement_examples"] += 1
         name = next(line.strip() for line in statement.splitlines() if line.strip())[:80]
         time_limit_s, memory_limit_mb = data.statement_limits(statement)
         problem = data.make_problem(
             problem_id, "deepcoder", split, metadata.get("title") or name, statement,
             {group: kept}, time_limit_s=time_limit_s, memory_limit_mb=memory_limit_mb, source=SOURCES[config],
-            difficulty=str(metadata.get("difficulty") or "unknown"), weakly_tested=config == "codeforces",
+            difficulty=str(metadata.get("difficulty") or "unknown"), weakly_tested=weak,
             config=config, **judging)
         return problem, dropped + not_stdin
 
@@ -141,7 +146,11 @@ def main(argv: list[str] | None = None) -> None:
                    "(lcbv5_test_17.cpp): a problem with several valid answers is kept, judged by its checker")
     p.add_argument("--max_tests", type=int, default=20, help="tests kept per problem")
     p.add_argument("--max_test_bytes", type=int, default=1 << 20, help="drop tests with larger input+output")
+    p.add_argument("--first", type=int, metavar="N", help="write only the first N kept problems of each split, "
+                   "ordered by statement fingerprint (a selection fixed by the statements, e.g. a held-out set)")
     args = data.parse_with_config(p, argv)
+    if args.first is not None and args.first < 1:
+        data.cli_error(f"--first must be at least 1, not {args.first}")
     for folder in ("local_dir", "checkers"):
         if getattr(args, folder) and not Path(getattr(args, folder)).is_dir():
             data.cli_error(f"--{folder} {getattr(args, folder)} is not a folder")
@@ -156,8 +165,11 @@ def main(argv: list[str] | None = None) -> None:
             continue
         rows = (item for config in configs for item in rows_for(config, split, args.local_dir))
         out = Path(args.output_dir) / f"{split}.jsonl"
-        data.convert_split(rows, make_converter(split, args), out, split, held_out,
-                           f"deepcoder/{split} ({', '.join(configs)})")
+        stats = data.ConvertStats()
+        data.convert_split(rows, make_converter(split, args, stats.notes), out, split, held_out,
+                           f"deepcoder/{split} ({', '.join(configs)})", stats)
+        if args.first:
+            print(data.first_by_fingerprint(out, args.first))
 
 
 if __name__ == "__main__":

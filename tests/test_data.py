@@ -1,16 +1,15 @@
 """data.py, both downloaders (on parquet fixtures in the hubs' exact schemas) and the shipped problem set."""
 from __future__ import annotations
 
-import ast
 import hashlib
+import importlib.util
 import json
+import random
 import re
 import shutil
 import subprocess
 import sys
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -22,18 +21,17 @@ from conftest import ROOT, SHARED_REALDATA
 # --------------------------------------------------------------------------------------------------------------
 # Fixtures in the hubs' schemas
 
-TESTS = pa.struct([("input", pa.list_(pa.string())), ("output", pa.list_(pa.string()))])
-SOLUTIONS = pa.struct([("language", pa.list_(pa.int64())), ("solution", pa.list_(pa.string()))])
-CODE_CONTESTS_SCHEMA = pa.schema([
-    ("name", pa.string()), ("description", pa.string()), ("public_tests", TESTS), ("private_tests", TESTS),
-    ("generated_tests", TESTS), ("source", pa.int64()), ("difficulty", pa.int64()), ("solutions", SOLUTIONS),
-    ("incorrect_solutions", SOLUTIONS), ("cf_contest_id", pa.int64()), ("cf_index", pa.string()),
-    ("cf_points", pa.float64()), ("cf_rating", pa.int64()), ("cf_tags", pa.list_(pa.string())),
-    ("is_description_translated", pa.bool_()), ("untranslated_description", pa.string()),
-    ("time_limit", pa.struct([("seconds", pa.int64()), ("nanos", pa.int64())])),
-    ("memory_limit_bytes", pa.int64()), ("input_file", pa.string()), ("output_file", pa.string())])
-DEEPCODER_SCHEMA = pa.schema([("problem", pa.string()), ("tests", pa.string()), ("starter_code", pa.string()),
-                              ("metadata", pa.string())])
+def load_script(path):
+    """A script outside the import path (data/ is not a package: `import data` is data.py) as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build_hub_parquet = load_script(ROOT / "data" / "build_hub_parquet.py")
+CODE_CONTESTS_SCHEMA, DEEPCODER_SCHEMA = build_hub_parquet.CODE_CONTESTS_SCHEMA, build_hub_parquet.DEEPCODER_SCHEMA
+write_parquet = build_hub_parquet.write_parquet  # a file with no rows is still written (the downloaders accept it)
 HUGE = "9" * (2 << 20)  # one 2 MiB test input: over the default 1 MiB cap
 
 
@@ -49,12 +47,6 @@ def cc_row(name: str, description: str, public=(("1 2\n",), ("3\n",)), private=(
             "cf_points": 500.0, "cf_rating": 800, "cf_tags": ["math", "math"], "is_description_translated": False,
             "untranslated_description": "", "time_limit": {"seconds": 2, "nanos": 500_000_000},
             "memory_limit_bytes": 256_000_000, "input_file": input_file, "output_file": ""}
-
-
-def write_parquet(path, rows, schema) -> None:
-    """Rows in a hub schema; a file with no rows is still written (the downloaders must accept it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 
 def read_out(path) -> dict[str, dict]:
@@ -339,6 +331,44 @@ def test_judge_fields_skip_or_describe():
         data.judge_fields("This is an interactive problem.", checker="int main(){}")
 
 
+def test_only_examples():
+    statement = "Print the sum.\n\nSample Input 1\n\n3\n1 2 3\n\nSample Output 1\n\n6\n"
+    assert data.only_examples(statement, [{"input": "3\n1 2 3\n", "output": "6\n"}])
+    assert not data.only_examples(statement, [{"input": "3\n1 2 3\n", "output": "6\n"},
+                                              {"input": "2\n5 5\n", "output": "10\n"}])
+    assert not data.only_examples(statement, [{"input": "1 2\n", "output": "3\n"}])  # not a whole line there
+    assert not data.only_examples(statement, [])
+
+
+def test_first_by_fingerprint_depends_on_statements_only(tmp_path):
+    problems = [data.make_problem(f"x/{i}", "sample", "test", f"p{i}", f"Statement number {i}.",
+                                  {"public": [{"input": "1\n", "output": "1\n"}]}) for i in range(10)]
+    chosen = []
+    for name, order in (("a", problems), ("b", problems[::-1])):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(p) + "\n" for p in order))
+        assert "the first 3 of 10 problems" in data.first_by_fingerprint(path, 3)
+        chosen.append([p["id"] for p in data.read_jsonl(path)])
+    assert chosen[0] == chosen[1] and len(chosen[0]) == 3
+    assert chosen[0] == [p["id"] for p in sorted(problems, key=lambda p: data.statement_key(p["statement"]))][:3]
+
+
+def test_code_contests_max_cf_rating(tmp_path):
+    rows = [{**cc_row("1_A. Easy", "Print a+b."), "cf_rating": 800},
+            {**cc_row("2_A. Rated higher", "Print a-b."), "cf_rating": 1500},
+            {**cc_row("3_A. Unrated", "Print a*b."), "cf_rating": 0}]
+    write_parquet(tmp_path / "hub" / "train-00000-of-00001.parquet", rows, CODE_CONTESTS_SCHEMA)
+    for split in ("valid", "test"):
+        write_parquet(tmp_path / "hub" / f"{split}-00000-of-00001.parquet", [], CODE_CONTESTS_SCHEMA)
+    proc = subprocess.run([sys.executable, "download_code_contests.py", "--local_dir", str(tmp_path / "hub"),
+                           "--splits", "train", "--max_cf_rating", "1100", "--output_dir", str(tmp_path / "out")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "kept 1, skipped 2 (cf_rating=2)" in proc.stdout
+    kept = read_out(tmp_path / "out" / "train.jsonl")
+    assert list(kept) == ["1_A. Easy"] and kept["1_A. Easy"]["weakly_tested"]  # public tests only
+
+
 def test_statement_limits():
     assert data.statement_limits("...\nTime Limit: 2000 ms\nMemory Limit: 256 MB\n") == (2.0, 256)
     assert data.statement_limits("time limit per test: 1.5 seconds\nmemory limit per test: 1 GB") == (1.5, 1024)
@@ -356,6 +386,8 @@ def test_statement_limits():
     ["download_code_contests.py", "--config", "/nonexistent.yaml"],
     ["download_code_contests.py", "--checkers", "/nonexistent"],
     ["download_deepcoder.py", "--subsets", "nosuch"],
+    ["download_deepcoder.py", "--first", "0"],
+    ["data/build_hub_parquet.py", "--realdata", "/nonexistent", "--out", "/tmp/never-written"],
 ])
 def test_scripts_fail_in_one_line(argv):
     proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
@@ -364,7 +396,8 @@ def test_scripts_fail_in_one_line(argv):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("script", ["download_code_contests.py", "download_deepcoder.py", "data/build_sample.py"])
+@pytest.mark.parametrize("script", ["download_code_contests.py", "download_deepcoder.py", "data/build_sample.py",
+                                    "data/build_hub_parquet.py"])
 def test_scripts_have_help(script):
     proc = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and "usage:" in proc.stdout
@@ -463,41 +496,21 @@ def real_rows(name: str) -> list[dict]:
     return json.loads((SHARED_REALDATA / name).read_text(encoding="utf-8"))
 
 
-def real_code_contests_test_row(index: int, row: dict) -> dict:
-    """An rllm code_contests test row back in the hub's schema: the statement's limits trailer becomes the
-    time_limit / memory_limit_bytes fields, the merged tests become private tests."""
-    trailer = re.search(r"\n*Time Limit: (\{.*?\})\nMemory Limit: (\d+) Bytes\s*$", row["problem"])
-    hub_row = cc_row(f"{index}_A. test", row["problem"][:trailer.start()], public=((), ()), difficulty=7,
-                     private=(row["tests"]["inputs"], row["tests"]["outputs"]), solutions=((), ()))
-    return {**hub_row, "time_limit": ast.literal_eval(trailer.group(1)), "memory_limit_bytes": int(trailer.group(2))}
-
-
 @pytest.fixture(scope="module")
 def real_hub(tmp_path_factory):
-    """../shared/realdata in the hubs' parquet schemas: code_contests train (30 rows, some columns dropped by their
-    publisher) and test (165), DeepCoder lcbv5 test (279 LCB rows) and codeforces test (408 rows)."""
+    """../shared/realdata in the hubs' parquet schemas, written by data/build_hub_parquet.py: code_contests train (30
+    rows, some columns dropped by their publisher), test (165) and an empty valid; DeepCoder lcbv5 test (279 LCB rows)
+    and codeforces test (408 rows)."""
     root = tmp_path_factory.mktemp("real")
-    train = [json.loads(line) for line in
-             (SHARED_REALDATA / "code_contests" / "formalizewithtest_code_contests_sample_train_short.jsonl").open()]
-    write_parquet(root / "cc" / "train-00000-of-00001.parquet",
-                  [{name: row.get(name) for name in CODE_CONTESTS_SCHEMA.names} for row in train], CODE_CONTESTS_SCHEMA)
-    write_parquet(root / "cc" / "test-00000-of-00001.parquet",
-                  [real_code_contests_test_row(i, r) for i, r in enumerate(real_rows(REAL_CODE_CONTESTS_TEST))],
-                  CODE_CONTESTS_SCHEMA)
-    write_parquet(root / "cc" / "valid-00000-of-00001.parquet", [], CODE_CONTESTS_SCHEMA)
-    write_parquet(root / "dc" / "lcbv5" / "test-00000-of-00001.parquet",
-                  [dc_row(r["problem"], r["tests"], starter_code=r["starter_code"]) for r in real_rows(REAL_LCB)],
-                  DEEPCODER_SCHEMA)
-    write_parquet(root / "dc" / "codeforces" / "test-00000-of-00001.parquet",
-                  [dc_row(r["problem"], r["tests"]) for r in real_rows(REAL_CODEFORCES)], DEEPCODER_SCHEMA)
+    build_hub_parquet.build(SHARED_REALDATA, root)
     return root
 
 
 @realdata
 @pytest.mark.realdata
 def test_real_code_contests_rows(real_hub, tmp_path):
-    download_code_contests.main(["--local_dir", str(real_hub / "cc"), "--splits", "train", "test",
-                                 "--output_dir", str(tmp_path)])
+    download_code_contests.main(["--local_dir", str(real_hub / "code_contests"), "--splits", "train", "test",
+                                 "--difficulties", "A-B", "EASY", "UNKNOWN", "--output_dir", str(tmp_path)])
     kept = read_out(tmp_path / "train.jsonl")
     assert "361_A. Levko and Table" not in kept  # "Print any beautiful table."
     assert len(kept) >= 20
@@ -512,7 +525,7 @@ def test_real_code_contests_rows(real_hub, tmp_path):
 @pytest.mark.realdata
 def test_real_livecodebench_and_codeforces_tests(real_hub, tmp_path):
     """rllm's LCB rows (stdin and functional) and Codeforces rows (Python-literal tests) in DeepCoder's columns."""
-    download_deepcoder.main(["--local_dir", str(real_hub / "dc"), "--subsets", "lcbv5", "codeforces",
+    download_deepcoder.main(["--local_dir", str(real_hub / "deepcoder"), "--subsets", "lcbv5", "codeforces",
                              "--splits", "test", "--output_dir", str(tmp_path)])
     problems = data.read_jsonl(tmp_path / "test.jsonl")
     lcb = real_rows(REAL_LCB)
@@ -521,6 +534,7 @@ def test_real_livecodebench_and_codeforces_tests(real_hub, tmp_path):
     assert 100 < len(lcb_kept) <= len(stdin) < len(lcb)  # LeetCode-style (starter code) rows are all skipped
     for p in lcb_kept:  # only the stdin-typed tests survive
         assert data.all_tests(p) == [{"input": t["input"], "output": t["output"]} for t in stdin[p["statement"]]]
+    assert all(p["weakly_tested"] for p in lcb_kept)  # rllm's copy kept only the examples as stdin tests
     cf_kept = [p for p in problems if p["config"] == "codeforces"]
     assert cf_kept and all(p["weakly_tested"] for p in cf_kept)
     assert all(p["time_limit_s"] and p["memory_limit_mb"] for p in cf_kept)  # from "Time Limit: N ms" lines
@@ -535,11 +549,78 @@ def test_real_test_rows_never_reach_a_train_only_run(real_hub, tmp_path):
     """Every real LCB and Codeforces test row, offered again as lcbv5 train rows: none is written to train.jsonl,
     including the test rows that test.jsonl itself skips (interactive, several answers)."""
     hub = tmp_path / "hub"
-    shutil.copytree(real_hub / "dc", hub)
+    shutil.copytree(real_hub / "deepcoder", hub)
     leaked = [dc_row(r["problem"], r["tests"]) for r in real_rows(REAL_LCB) + real_rows(REAL_CODEFORCES)]
     write_parquet(hub / "lcbv5" / "train-00000-of-00001.parquet", leaked, DEEPCODER_SCHEMA)
     download_deepcoder.main(["--local_dir", str(hub), "--splits", "train", "--output_dir", str(tmp_path / "out")])
     assert read_out(tmp_path / "out" / "train.jsonl") == {}
+
+
+# The held-out set and the extra easy training rows of docs/data.md: the committed files and their commands' flags
+HELD_OUT = ROOT / "data" / "lcb_heldout" / "test.jsonl"
+HELD_OUT_FLAGS = ["--splits", "test", "--first", "64"]
+EASY_TRAIN = ROOT / "data" / "code_contests_easy" / "train.jsonl"
+EASY_TRAIN_FLAGS = ["--splits", "train", "--difficulties", "A-V", "--max_cf_rating", "1100"]
+
+
+@realdata
+@pytest.mark.realdata
+def test_real_held_out_set_is_the_committed_one(real_hub, tmp_path):
+    """The documented command on the real LCB rows writes data/lcb_heldout/test.jsonl, and the choice depends on the
+    statements alone: the same rows in another order (as the hub may hold them) choose the same problems."""
+    download_deepcoder.main(["--local_dir", str(real_hub / "deepcoder"), *HELD_OUT_FLAGS,
+                             "--output_dir", str(tmp_path / "a")])
+    chosen = data.read_jsonl(tmp_path / "a" / "test.jsonl")
+    assert chosen == data.read_jsonl(HELD_OUT)
+    assert len(chosen) == 64 and {p["config"] for p in chosen} == {"lcbv5"}
+    assert all(data.classify_statement(p["statement"]).skip is None and p["checker"] is None for p in chosen)
+    rows = real_rows(REAL_LCB)
+    random.Random(0).shuffle(rows)
+    write_parquet(tmp_path / "shuffled" / "lcbv5" / "test-00000-of-00001.parquet",
+                  [build_hub_parquet.deepcoder_row(r) for r in rows], DEEPCODER_SCHEMA)
+    download_deepcoder.main(["--local_dir", str(tmp_path / "shuffled"), *HELD_OUT_FLAGS,
+                             "--output_dir", str(tmp_path / "b")])
+    again = data.read_jsonl(tmp_path / "b" / "test.jsonl")
+    assert [p["statement"] for p in again] == [p["statement"] for p in chosen]
+    assert [p["id"] for p in again] != [p["id"] for p in chosen]  # row numbers moved; the choice did not
+
+
+@realdata
+@pytest.mark.realdata
+def test_real_easy_training_rows_are_the_committed_ones(real_hub, tmp_path):
+    download_code_contests.main(["--local_dir", str(real_hub / "code_contests"), *EASY_TRAIN_FLAGS,
+                                 "--output_dir", str(tmp_path)])
+    easy = data.read_jsonl(tmp_path / "train.jsonl")
+    assert easy == data.read_jsonl(EASY_TRAIN)
+    with open(SHARED_REALDATA / build_hub_parquet.CODE_CONTESTS_TRAIN, encoding="utf-8") as f:
+        ratings = {row["name"]: row["cf_rating"] for row in map(json.loads, f)}
+    assert len(easy) >= 25 and all(0 < ratings[p["name"]] <= 1100 for p in easy)
+    assert "1490_C. Sum of Cubes" in {p["name"] for p in easy}  # a C rated 1100: the rating decides, not the letter
+    assert all(p["weakly_tested"] and data.all_tests(p) for p in easy)  # their publisher kept only the examples
+
+
+def shingles(text: str, k: int = 8) -> set[str]:
+    words = re.findall(r"[0-9a-z]+", text.lower())
+    return {" ".join(words[i:i + k]) for i in range(max(len(words) - k + 1, 1))}
+
+
+def test_held_out_statements_never_in_training():
+    """No held-out statement (the LCB set, the shipped test split) is a training statement (the shipped train split,
+    the easy code_contests rows), by fingerprint or by shared 8-word runs (a reworded copy of the same problem)."""
+    held_out = data.read_jsonl(HELD_OUT) + data.load_problems("sample", "test")
+    training = data.load_problems("sample", "train") + data.read_jsonl(EASY_TRAIN)
+    assert len(held_out) == 64 + 13 and len(training) >= 29 + 25
+    keys = {data.statement_key(p["statement"]) for p in training}
+    assert [p["id"] for p in held_out if data.statement_key(p["statement"]) in keys] == []
+    close = []
+    for h in held_out:
+        for t in training:
+            if h["dataset"] == t["dataset"] == "sample":
+                continue  # the shipped set's one-line statements share their phrasing by design (sum vs product)
+            a, b = shingles(h["statement"]), shingles(t["statement"])
+            if len(a & b) / min(len(a), len(b)) > 0.3:
+                close.append((h["id"], t["id"]))
+    assert close == []
 
 
 STATEMENT_LABELS = ROOT / "tests" / "fixtures" / "statement_labels.json"
