@@ -312,28 +312,92 @@ class _Run:
     stdout: bytes
     stderr: bytes           # the first few KiB only
     wall_s: float
-    cpu_s: float            # user + sys of the process and every descendant it waited for
+    cpu_s: float            # user + sys: rusage of what was waited for, or the last poll of the live tree if more
     maxrss_bytes: int       # 0 when unknown (see _sandboxed)
-    timed_out: bool         # the wall-clock safety net fired
+    timed_out: bool         # a wall-clock net fired (asleep too long, or the hard cap)
     output_exceeded: bool
+    charged_s: float = 0.0  # what the time limit is decided on: user + sys less what page faults explain
+    cpu_killed: bool = False  # the judge stopped it for CPU: charged time past the limit, or user + sys past the backstop
+    cpu_rlimit_s: int = 0   # the RLIMIT_CPU it ran under (0: none)
+
+
+# The CPU rules for programs (see _failure and docs/judge.md, "Which time counts"). While a program runs, the judge
+# polls its whole process tree every _POLL_S (every thread and process, live or reaped) and stops it once its
+# charged time passes the limit: user + system time, less _FAULT_S of system time per minor page fault. First-touch
+# page faults cost 2-15 us each on the VMs this runs on, depending on the host's memory and load (well under 1 us
+# on bare metal), so filling a 1 GiB limit costs 0.6-4 s of system time that says nothing about the program.
+# Past the backstop (the limit + 1 s + the memory limit's pages at _FAULT_S each) of plain user + sys, the program
+# is stopped too (one that faults forever); RLIMIT_CPU a second later is the kernel's guarantee behind the poll.
+_POLL_S = 0.05
+_FAULT_S = 30e-6
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _charged_s(user_s: float, sys_s: float, faults: int) -> float:
+    """CPU seconds charged to the time limit: user + the system time that page faults do not explain."""
+    return user_s + max(0.0, sys_s - faults * _FAULT_S)
+
+
+def _cpu_backstop_s(limit_s: float, memory_bytes: int) -> float:
+    """User + sys seconds after which a program is stopped whatever its charged time: the limit plus the system
+    time filling the memory limit could take (pages x _FAULT_S) plus 1 s."""
+    return limit_s + 1.0 + (memory_bytes >> 12) * _FAULT_S
+
+
+def _tree_usage(pid: int) -> tuple[float, float, int, float]:
+    """(user, sys, minor faults, busy) of pid and every live descendant, from /proc: each process's own (all its
+    threads) plus its reaped children's; busy is the longest any one thread of the tree has been on a CPU or
+    waiting for one, in seconds (/proc/.../schedstat; 0 where the kernel keeps none). A process that exits
+    while it is read is skipped."""
+    user = sys_ = busy = 0.0
+    faults = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()  # fields[n - 3] is proc(5)'s field n
+            minflt, cminflt, utime, stime, cutime, cstime = (int(fields[i]) for i in (7, 8, 11, 12, 13, 14))
+            user += (utime + cutime) / _CLK_TCK
+            sys_ += (stime + cstime) / _CLK_TCK
+            faults += minflt + cminflt
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/schedstat", "rb") as f:
+                    on_cpu, waiting = f.read().split()[:2]
+                busy = max(busy, (int(on_cpu) + int(waiting)) / 1e9)
+                with open(f"/proc/{p}/task/{tid}/children", "rb") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return user, sys_, faults, busy
 
 
 def _sandboxed(argv: list[str], run_dir: str, stdin: bytes, *, cpu_s: float, wall_s: float, memory_bytes: int,
                output_cap: int, stderr_cap: int = 4096, uid: int | None = None, nproc: int | None = None,
-               fsize_bytes: int = 16 << 20, env: dict | None = None, readonly: dict[str, str] | None = None) -> _Run:
+               fsize_bytes: int = 16 << 20, env: dict | None = None, readonly: dict[str, str] | None = None,
+               limit_s: float | None = None, stack_bytes: int | None = None) -> _Run:
     """Run argv in run_dir's box with every limit applied; kill its whole process tree at the wall deadline.
 
     New session (so one killpg reaches every descendant that stayed in it), empty environment, stdin
-    from a memfd, stdout read up to output_cap (the runner's memory stays bounded), rlimits in the child
-    (RLIMIT_CPU at the CPU limit rounded up to a second: the kernel kills a spinning program), and when
-    available: a minimal root (see _enter_minimal_root; `readonly` adds mounts to it), new
+    from a memfd, stdout read up to output_cap (the runner's memory stays bounded), rlimits in the child,
+    and when available: a minimal root (see _enter_minimal_root; `readonly` adds mounts to it), new
     net/ipc/uts/pid namespaces (the pid namespace dies with the program, taking daemons along) and a
     private uid so RLIMIT_NPROC counts only this program.
+
+    Without limit_s (the compiler): RLIMIT_CPU at cpu_s rounded up and a plain wall deadline at wall_s. With
+    limit_s (programs and checkers): the process tree is polled every _POLL_S and stopped once its charged time
+    (_charged_s) passes limit_s or its user + sys time passes cpu_s (cpu_killed); RLIMIT_CPU sits a second
+    above cpu_s as the kernel's guarantee. The wall clock then only stops a program that has been asleep (neither on a CPU
+    nor waiting for one) for wall_s, or that is still there at 4 x max(wall_s, cpu_s) however busy (a program
+    given a quarter of a core or more meets its CPU limits first): a loaded machine slows a program down
+    without changing its verdict.
     """
     features = sandbox_features()
-    limits = [(resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_CPU, max(1, math.ceil(cpu_s))),
+    rlimit_cpu = max(1, math.ceil(cpu_s)) + (1 if limit_s is not None else 0)
+    stack = min(memory_bytes, 1 << 30) if stack_bytes is None else stack_bytes
+    limits = [(resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_CPU, rlimit_cpu),
               (resource.RLIMIT_FSIZE, fsize_bytes), (resource.RLIMIT_CORE, 0),
-              (resource.RLIMIT_STACK, min(memory_bytes, 1 << 30)), (resource.RLIMIT_NOFILE, 64)]
+              (resource.RLIMIT_STACK, stack), (resource.RLIMIT_NOFILE, 64)]
     if nproc is not None and uid is not None:
         limits.append((resource.RLIMIT_NPROC, nproc))
     prefix = _namespace_prefix(features)
@@ -361,8 +425,11 @@ def _sandboxed(argv: list[str], run_dir: str, stdin: bytes, *, cpu_s: float, wal
     finally:
         os.close(stdin_fd)
     out, err = bytearray(), bytearray()
-    timed_out = exceeded = exited = False
-    deadline = start + wall_s
+    timed_out = exceeded = exited = cpu_killed = False
+    polled_charged = polled_total = 0.0
+    polling = limit_s is not None
+    deadline = start + (4 * max(wall_s, cpu_s) if polling else wall_s)
+    next_poll = start + _POLL_S
     pidfd = os.pidfd_open(proc.pid)
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ, out)
@@ -370,11 +437,22 @@ def _sandboxed(argv: list[str], run_dir: str, stdin: bytes, *, cpu_s: float, wal
         sel.register(pidfd, selectors.EVENT_READ, None)
         open_pipes = 2
         while open_pipes or not exited:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if polling and not exited and now >= next_poll:
+                user, sys_, faults, busy = _tree_usage(proc.pid)
+                polled_charged, polled_total = _charged_s(user, sys_, faults), user + sys_
+                if polled_charged > limit_s or polled_total > cpu_s:
+                    cpu_killed = True
+                    break
+                if now - start - busy > wall_s:  # asleep or blocked, not slowed down by a busy machine
+                    timed_out = True
+                    break
+                next_poll = now + _POLL_S
+            remaining = deadline - now
             if remaining <= 0:
                 timed_out = not exited  # exited but a leftover holds the pipe: not the program's time
                 break
-            for key, _ in sel.select(remaining):
+            for key, _ in sel.select(min(remaining, next_poll - now) if polling and not exited else remaining):
                 if key.data is None:  # the main process exited; give stragglers a moment to close pipes
                     exited = True
                     sel.unregister(pidfd)
@@ -403,8 +481,10 @@ def _sandboxed(argv: list[str], run_dir: str, stdin: bytes, *, cpu_s: float, wal
     proc.stdout.close()
     proc.stderr.close()
     return _Run(proc.returncode, bytes(out[:output_cap]), bytes(err), time.monotonic() - start,
-                usage.ru_utime + usage.ru_stime, peak if (peak := usage.ru_maxrss * 1024) > own_peak else 0,
-                timed_out, exceeded)
+                max(usage.ru_utime + usage.ru_stime, polled_total),
+                peak if (peak := usage.ru_maxrss * 1024) > own_peak else 0, timed_out, exceeded,
+                max(_charged_s(usage.ru_utime, usage.ru_stime, usage.ru_minflt), polled_charged), cpu_killed,
+                rlimit_cpu)
 
 
 def _kill_uid(uid: int) -> None:
@@ -640,29 +720,43 @@ def _close(got: bytes, ref: bytes, eps: float) -> bool:
 
 def _failure(run: _Run, config: JudgeConfig) -> Verdict | None:
     """The verdict of a run that did not finish cleanly, or None when it exited 0 within its limits (then
-    its output decides). TLE is decided on CPU time (user + sys, waited-for children included), so a busy
-    machine does not turn a correct program into TLE; the wall clock (config.wall_limit_s) is only a safety
-    net (2 x limit + 1 s, see _run_exe) for sleeping or blocked programs. MLE heuristic: the program failed (nonzero exit or signal) and
-    either reported std::bad_alloc (what new throws once RLIMIT_AS is hit) or its peak RSS reached 90% of
-    the limit (known only while the judging process itself is smaller than that); a failed malloc that is
-    then dereferenced shows as RE."""
-    if run.timed_out:
-        return Verdict.TLE
+    its output decides). First match wins (docs/judge.md, "Which verdict wins"):
+
+    1. OLE: the judge stopped it for writing more than output_limit_bytes.
+    2. TLE: the judge stopped it for time: charged time past the limit (user + sys less what page faults explain,
+       of every thread and process of the program, polled while it runs), user + sys past the backstop, or a
+       wall net (asleep too long, or the hard cap).
+    3. MLE: it failed by itself (nonzero exit or signal) after hitting the memory limit: it reported
+       std::bad_alloc, or its peak RSS reached 90% of the limit (known only while the judging process is
+       smaller than that), and the judge had not stopped it for time. A program that ran out of memory is MLE,
+       as on a judge where page faults are cheap.
+    4. TLE: its charged time at exit was past the limit (it ended between two polls), or it was killed while its
+       user + sys time stood within 0.5 s of RLIMIT_CPU (the kernel's SIGKILL; `unshare` reports that as
+       exit 1, and the CPU time read back can sit a little under the limit).
+    5. RE: any other nonzero exit or signal.
+    """
     if run.output_exceeded:
         return Verdict.OLE
-    if run.cpu_s > config.time_limit_s:
+    if run.cpu_killed or run.timed_out:
+        return Verdict.TLE
+    memory = config.memory_mb << 20
+    if run.returncode != 0 and (b"bad_alloc" in run.stderr or run.maxrss_bytes >= 0.9 * memory):
+        return Verdict.MLE
+    if run.charged_s > config.time_limit_s:
         return Verdict.TLE
     if run.returncode != 0:
-        memory = config.memory_mb << 20
-        return Verdict.MLE if b"bad_alloc" in run.stderr or run.maxrss_bytes >= 0.9 * memory else Verdict.RE
+        return Verdict.TLE if run.cpu_rlimit_s and run.cpu_s >= run.cpu_rlimit_s - 0.5 else Verdict.RE
     return None
 
 
 def _run_exe(exe: Path, config: JudgeConfig, stdin: bytes, *, cpu_s: float, output_cap: int,
              args: tuple[str, ...] = (), files: dict[str, bytes] | None = None) -> _Run:
     """Run a compiled program (a hard link to its cache entry) in a fresh run dir, as a fresh uid when root;
-    `files` are written into its work dir first (read-only for it)."""
+    `files` are written into its work dir first (read-only for it). cpu_s is its limit on charged time; the
+    stack is unlimited (bounded by the address space) so that threads get glibc's default stack instead of
+    one the size of the memory limit each."""
     uid = _next_uid() if sandbox_features()["private_uid"] else None
+    memory = config.memory_mb << 20
     with _run_dir(owner=uid) as run_dir:
         try:
             os.link(exe, _box(run_dir, "prog"))  # the cache dir may not be reachable for the program's uid
@@ -670,9 +764,10 @@ def _run_exe(exe: Path, config: JudgeConfig, stdin: bytes, *, cpu_s: float, outp
             shutil.copy2(exe, _box(run_dir, "prog"))
         for name, content in (files or {}).items():
             Path(_box(run_dir, name)).write_bytes(content)
-        return _sandboxed(["./prog", *args], run_dir, stdin, cpu_s=cpu_s, wall_s=2 * cpu_s + 1.0,
-                          memory_bytes=config.memory_mb << 20, output_cap=output_cap, uid=uid,
-                          nproc=config.max_processes, fsize_bytes=config.file_size_mb << 20)
+        return _sandboxed(["./prog", *args], run_dir, stdin, cpu_s=_cpu_backstop_s(cpu_s, memory),
+                          wall_s=2 * cpu_s + 1.0, memory_bytes=memory, output_cap=output_cap, uid=uid,
+                          nproc=config.max_processes, fsize_bytes=config.file_size_mb << 20, limit_s=cpu_s,
+                          stack_bytes=resource.RLIM_INFINITY)
 
 
 def _checker_accepts(checker: Path, test_input: bytes, output: bytes, answer: bytes, config: JudgeConfig) -> bool:
@@ -682,9 +777,10 @@ def _checker_accepts(checker: Path, test_input: bytes, output: bytes, answer: by
     run = _run_exe(checker, config, b"", cpu_s=config.checker_time_limit_s, output_cap=1 << 16,
                    args=("input.txt", "output.txt", "answer.txt"),
                    files={"input.txt": test_input, "output.txt": output, "answer.txt": answer})
-    if run.returncode in (0, 1, 2) and not run.timed_out:
+    if run.returncode in (0, 1, 2) and not run.timed_out and not run.cpu_killed:
         return run.returncode == 0
-    logger.error("checker failed (exit %s%s): %s", run.returncode, ", timed out" if run.timed_out else "",
+    logger.error("checker failed (exit %s%s): %s", run.returncode,
+                 ", timed out" if run.timed_out or run.cpu_killed else "",
                  run.stderr[:300].decode("utf-8", "replace"))
     return False
 

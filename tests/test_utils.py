@@ -35,6 +35,9 @@ PROGRAMS = {  # name -> (source, input, expected output)
     "correct": (HEAD + "int main(){long long a,b;cin>>a>>b;cout<<a+b<<'\\n';}", AB, "3"),
     "wrong": (HEAD + "int main(){long long a,b;cin>>a>>b;cout<<a-b<<'\\n';}", AB, "3"),
     "spin": (HEAD + "int main(){volatile long x=0; for(;;) x++;}", AB, "3"),
+    # spins in the kernel: little user time, so it is the user + sys backstop (limit + the memory's page-fault
+    # allowance) that stops it
+    "syscall_spin": (HEAD + "#include <unistd.h>\nint main(){ for(;;) getppid(); }", AB, "3"),
     "sleep": (HEAD + "#include <unistd.h>\nint main(){sleep(30); cout<<3;}", AB, "3"),
     "bad_alloc": (HEAD + "int main(){vector<char> v(3000000000ULL); v[5]=1; cout<<(int)v[5];}", AB, "1"),
     "memory_hog": (HEAD + "int main(){vector<vector<char>> v; for(;;) v.emplace_back(1<<24, 'x');}", AB, "3"),
@@ -122,7 +125,8 @@ def hostile() -> dict:
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("correct", {Verdict.OK}), ("wrong", {Verdict.WA}), ("spin", {Verdict.TLE}), ("sleep", {Verdict.TLE}),
+    ("correct", {Verdict.OK}), ("wrong", {Verdict.WA}), ("spin", {Verdict.TLE}), ("syscall_spin", {Verdict.TLE}),
+    ("sleep", {Verdict.TLE}),
     ("bad_alloc", {Verdict.MLE}), ("memory_hog", {Verdict.MLE, Verdict.RE}), ("abort", {Verdict.RE}),
     ("segfault", {Verdict.RE}), ("return1", {Verdict.RE}), ("endless_output", {Verdict.OLE}),
     ("fork_bomb", {Verdict.TLE, Verdict.RE}), ("double_fork", {Verdict.OK}), ("write_outside", {Verdict.OK}),
@@ -211,65 +215,6 @@ def test_batch_dedupes_identical_programs_and_keeps_order() -> None:
     assert [r.verdict for r in results] == [Verdict.OK, Verdict.NO_CODE, Verdict.OK, Verdict.CE, Verdict.WA]
     assert results[0] is not results[2] and results[0].verdicts is not results[2].verdicts
     assert _leftovers(before) == []
-
-
-# --- CPU-time verdicts under load -------------------------------------------------------------------------
-
-LOAD_PROGRAMS = {  # a correct program needing 1 s of CPU (limit 2 s), and a 1 MiB malloc-and-touch memory hog
-    "one_cpu_second": (HEAD + "#include <ctime>\nint main(){ while (clock() < CLOCKS_PER_SEC) {} cout<<3<<endl; }",
-                       Verdict.OK),
-    "malloc_hog": (HEAD + "int main(){ for(;;){ char* p=(char*)malloc(1<<20); memset(p, 1, 1<<20); } }", Verdict.MLE),
-}
-# Judged in a fresh Python process started from a small one: the judge can only read a crashed program's peak memory
-# (its MLE evidence besides bad_alloc) while the judging process's recorded peak is below the limit (docs/judge.md,
-# "MLE needs evidence"), and this test process may already hold models when the whole suite runs.
-JUDGE_UNDER_LOAD = """
-import json, os, subprocess, sys, time
-sys.path.insert(0, sys.argv[1])
-import utils
-# the judge's default 1 GiB: the MLE rule (peak >= 90% of the address-space limit) has room beside libraries
-codes, config = json.loads(sys.stdin.read()), utils.JudgeConfig(time_limit_s=2.0, memory_mb=1024)
-for code in codes:
-    utils.compile_program(code, config)
-# each hog in its own session: the kernel's autogroup scheduler shares CPU between sessions, and the judge starts
-# every program in a new one, so hogs sharing one session would leave it most of a core
-hogs = [subprocess.Popen(["sh", "-c", "while :; do :; done"], start_new_session=True)
-        for _ in range(2 * (os.cpu_count() or 1))]
-try:
-    time.sleep(0.3)
-    results = utils.judge_batch([(code, [{"input": "", "output": "3"}]) for code in codes], config)
-finally:
-    for hog in hogs:
-        hog.kill()
-        hog.wait()
-print(json.dumps([[r.verdict.value, r.run_s] for r in results]))
-"""
-
-
-@pytest.fixture(scope="module")
-def under_load() -> dict:
-    """Judge LOAD_PROGRAMS while busy loops run on every core, twice as many as cores (compiled first, unloaded)."""
-    codes = [code + f"// {time.time_ns()}" for code, _ in LOAD_PROGRAMS.values()]
-    before = frozenset(_sandbox_processes())
-    # through a small sh (which cannot exec-replace itself: a command follows): a process forked straight from this
-    # one would start with this process's resident set as its recorded peak, and so would every program it judges
-    out = subprocess.run(["sh", "-c", '"$0" "$@"; exit $?', sys.executable, "-c", JUDGE_UNDER_LOAD, str(ROOT)],
-                         input=json.dumps(codes), capture_output=True, text=True, timeout=300, check=True)
-    judged = [(Verdict(verdict), run_s) for verdict, run_s in json.loads(out.stdout.splitlines()[-1])]
-    return {"results": dict(zip(LOAD_PROGRAMS, judged)), "leftovers": _leftovers(before)}
-
-
-@pytest.mark.parametrize("name", list(LOAD_PROGRAMS))
-def test_verdicts_are_cpu_time_under_full_load(under_load, name) -> None:
-    """TLE is CPU time, not wall time: the 1 s-CPU program takes longer than its 2 s limit in wall time on a
-    saturated machine and is still OK; the memory hog is MLE, not TLE."""
-    verdict, run_s = under_load["results"][name]
-    assert verdict is LOAD_PROGRAMS[name][1], (verdict, run_s)
-    assert under_load["leftovers"] == []
-
-
-def test_cpu_bound_program_really_ran_slower_than_its_cpu_time(under_load) -> None:
-    assert under_load["results"]["one_cpu_second"][1] > 1.2  # the load was real: wall time > CPU time
 
 
 # --- per-problem settings: limits, compare rules, checkers ---------------------------------------------
