@@ -40,8 +40,8 @@ logger = logging.getLogger(__name__)
 class Verdict(str, enum.Enum):
     OK = "OK"            # ran, output matched
     WA = "WA"            # ran, output differed
-    TLE = "TLE"          # wall-clock or CPU limit hit
-    MLE = "MLE"          # died after exhausting its address space (heuristic, see _classify)
+    TLE = "TLE"          # charged CPU time over the limit, or asleep too long (see _failure)
+    MLE = "MLE"          # failed by itself after exhausting its address space (heuristic, see _failure)
     RE = "RE"            # nonzero exit or killed by a signal
     OLE = "OLE"          # wrote more than output_limit_bytes
     CE = "CE"            # did not compile
@@ -71,7 +71,7 @@ def _compare_rule(how: str) -> tuple[str, float]:
 class JudgeConfig:
     """Every limit the judge enforces, with the seed's values as defaults (g++ -O2 -std=c++17, 2 s).
     A problem's own limits, compare rule and checker come from problem_judge_config."""
-    time_limit_s: float = 2.0        # CPU seconds per test (the wall clock only stops sleepers: 2x + 1 s)
+    time_limit_s: float = 2.0        # charged CPU seconds per test, all threads (wall clock: sleepers only, 2x + 1 s)
     memory_mb: int = 1024
     output_limit_bytes: int = 32 << 20
     compile_timeout_s: float = 10.0
@@ -362,11 +362,12 @@ def _tree_usage(pid: int) -> tuple[float, float, int, float]:
             sys_ += (stime + cstime) / _CLK_TCK
             faults += minflt + cminflt
             for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/schedstat", "rb") as f:
-                    on_cpu, waiting = f.read().split()[:2]
-                busy = max(busy, (int(on_cpu) + int(waiting)) / 1e9)
                 with open(f"/proc/{p}/task/{tid}/children", "rb") as f:
                     todo += [int(c) for c in f.read().split()]
+                with contextlib.suppress(OSError, ValueError):
+                    with open(f"/proc/{p}/task/{tid}/schedstat", "rb") as f:
+                        on_cpu, waiting = f.read().split()[:2]
+                    busy = max(busy, (int(on_cpu) + int(waiting)) / 1e9)
         except (OSError, ValueError, IndexError):
             continue
     return user, sys_, faults, busy
