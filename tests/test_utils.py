@@ -35,9 +35,12 @@ PROGRAMS = {  # name -> (source, input, expected output)
     "correct": (HEAD + "int main(){long long a,b;cin>>a>>b;cout<<a+b<<'\\n';}", AB, "3"),
     "wrong": (HEAD + "int main(){long long a,b;cin>>a>>b;cout<<a-b<<'\\n';}", AB, "3"),
     "spin": (HEAD + "int main(){volatile long x=0; for(;;) x++;}", AB, "3"),
-    # spins in the kernel: little user time, so it is the user + sys backstop (limit + the memory's page-fault
-    # allowance) that stops it
+    # spins in the kernel: system time that page faults do not explain is charged
     "syscall_spin": (HEAD + "#include <unistd.h>\nint main(){ for(;;) getppid(); }", AB, "3"),
+    # maps, touches and unmaps 1 MiB forever: its faults are never charged, so the user + sys backstop stops it
+    "fault_forever": (HEAD + "#include <sys/mman.h>\nint main(){ for(;;){ char* p=(char*)mmap(nullptr, 1<<20,"
+                      " PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0); memset(p, 1, 1<<20);"
+                      " munmap(p, 1<<20); } }", AB, "3"),
     "sleep": (HEAD + "#include <unistd.h>\nint main(){sleep(30); cout<<3;}", AB, "3"),
     "bad_alloc": (HEAD + "int main(){vector<char> v(3000000000ULL); v[5]=1; cout<<(int)v[5];}", AB, "1"),
     "memory_hog": (HEAD + "int main(){vector<vector<char>> v; for(;;) v.emplace_back(1<<24, 'x');}", AB, "3"),
@@ -126,6 +129,7 @@ def hostile() -> dict:
 
 @pytest.mark.parametrize("name, expected", [
     ("correct", {Verdict.OK}), ("wrong", {Verdict.WA}), ("spin", {Verdict.TLE}), ("syscall_spin", {Verdict.TLE}),
+    ("fault_forever", {Verdict.TLE}),
     ("sleep", {Verdict.TLE}),
     ("bad_alloc", {Verdict.MLE}), ("memory_hog", {Verdict.MLE, Verdict.RE}), ("abort", {Verdict.RE}),
     ("segfault", {Verdict.RE}), ("return1", {Verdict.RE}), ("endless_output", {Verdict.OLE}),
@@ -160,7 +164,7 @@ def test_network_blocked_when_namespaces_available(hostile) -> None:
 
 
 def test_timeouts_and_compile_limit_are_enforced_promptly(hostile) -> None:
-    """A spinning program dies at its CPU limit, a sleeping one at the wall-clock safety net (2 x limit + 1 s)."""
+    """A spinning program dies at its CPU limit, a sleeping one at the sleep net (2 x limit + 1 s asleep)."""
     results = hostile["results"]
     safety_net = 2 * CONFIG.time_limit_s + 1.0
     assert results["spin"].run_s < safety_net + 0.5
