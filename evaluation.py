@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 import data
 import modeling
+import sampling
 import utils
 
 # The outcome of one sample; the five partition every sample, so their counts add up to the samples judged.
@@ -49,6 +50,7 @@ class GenerationSettings:
     batch_size: int = 8  # part of the pairing: batch composition decides padding and sampling seeds
     seed: int = 42
     max_prompt_tokens: int | None = None  # longer prompts are skipped; None = context length - max_new_tokens
+    sampler: str = "exact"  # which weights draw the tokens: sampling.SAMPLER_WEIGHTS (int8 is the CPU fast path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,11 +139,13 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings,
     """`settings.n` completions per prompt, in prompt order.
 
     Samples are batched longest prompt first (less padding, and an out-of-memory error shows in the first
-    batch) and each batch seeds the RNG from `settings.seed` and its index, so the same prompts and settings
-    draw the same random numbers whatever the model: baseline and adapter runs are paired sample by sample.
+    batch), a prompt's samples side by side so they share one prefill, and each batch seeds the RNG from
+    `settings.seed` and its index, so the same prompts and settings draw the same random numbers whatever the
+    model: baseline and adapter runs are paired sample by sample. `settings.sampler` picks the weights that draw.
     """
     jobs = sorted(((i, j) for i in range(len(prompts)) for j in range(settings.n)), key=lambda ij: -len(prompts[ij[0]]))
     config = generation_config(model, tokenizer, settings)
+    drawing = sampling.Sampler(sampling.SamplerSettings(settings.sampler)).model_for(model)
     stop_ids = _stop_ids(config, tokenizer)
     completions: list[list[Completion | None]] = [[None] * settings.n for _ in prompts]
     with tqdm(total=len(jobs), desc="generate", unit="sample", disable=not progress) as bar, _left_padding(tokenizer):
@@ -149,7 +153,7 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings,
             batch = jobs[start:start + settings.batch_size]
             enc = tokenizer([prompts[i] for i, _ in batch], return_tensors="pt", padding=True, add_special_tokens=False)
             torch.manual_seed(settings.seed + index)
-            out = model.generate(**enc.to(model.device), generation_config=config)  # (batch, prompt + new)
+            out = drawing.generate(**enc.to(model.device), generation_config=config)  # (batch, prompt + new)
             for (i, j), row in zip(batch, out[:, enc.input_ids.shape[1]:].tolist()):
                 completions[i][j] = _completion(row, tokenizer, stop_ids)
             bar.update(len(batch))
@@ -296,11 +300,11 @@ def evaluate(model, tokenizer, problems: list[dict], settings: GenerationSetting
 
 def run_validation(model, tokenizer, problems: list[dict], *, max_new_tokens: int, batch_size: int,
                    prompt: data.PromptSettings = data.PromptSettings(), reward: utils.CodeReward | None = None,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, sampler: str = "exact") -> dict:
     """Greedy metrics (pass@1, compile_rate, avg_reward, ...) for the training callback, on validate.py's reward
     (all tests) by default so `best/` is chosen by what validate.py will report; the model may be a PeftModel in
     training mode: it is evaluated without gradients and handed back in training mode."""
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, sampler=sampler)
     return evaluate(model, tokenizer, problems, settings, reward, prompt=prompt, progress=progress)[1]["metrics"]
 
 
@@ -460,6 +464,9 @@ def cli_parser(description: str | None) -> data.ArgumentParser:
     p.add_argument("--k", default="1", help="comma-separated k for pass@k, each <= n (default %(default)s)")
     p.add_argument("--batch_size", type=int, default=8, help="prompts per generate call (default %(default)s)")
     p.add_argument("--max_new_tokens", type=int, default=1024, help="completion length cap (default %(default)s)")
+    p.add_argument("--sampler", choices=sampling.SAMPLER_WEIGHTS,
+                   help="weights that draw the tokens: int8 (the adapter folded in, int8 layers: 2-4x faster on CPU; "
+                        "its drift is in docs/benchmarks.md) or exact (default: int8 on CPU, exact on GPU)")
     p.add_argument("--max_prompt_tokens", type=int, help="skip longer prompts (default: context - max_new_tokens)")
     p.add_argument("--max_tests", type=int, default=0, help="tests judged per problem, 0 = all (default)")
     p.add_argument("--time_limit", type=float, default=EVAL_JUDGE.time_limit_s, help="seconds per test (default 2)")
@@ -488,7 +495,8 @@ def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.CodeR
         data.cli_error(f"pass@{max(ks)} needs --n >= {max(ks)} samples per problem")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                                   n=args.n, batch_size=args.batch_size, seed=args.seed,
-                                  max_prompt_tokens=args.max_prompt_tokens)
+                                  max_prompt_tokens=args.max_prompt_tokens,
+                                  sampler=args.sampler or sampling.default_weights(modeling.default_device()))
     reward = evaluation_reward(dataclasses.replace(EVAL_JUDGE, max_tests=args.max_tests, time_limit_s=args.time_limit))
     return settings, reward, ks
 

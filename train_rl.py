@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> Path:
     ours, grpo = training.parse_grpo_args(argv)
     prompt, reward = data.PromptSettings().overridden(ours), training.code_reward(ours)
     device = training.configure_device(grpo)
+    sampler = training.sampler_settings(ours, device)
     resume_from = training.resume_checkpoint(Path(grpo.output_dir)) if ours.resume else None
     model, tokenizer = training.load_adapted_model(ours, grpo.seed, device)
     dataset, problems = training.grpo_rows(ours, prompt, tokenizer, grpo.seed)
@@ -33,13 +34,16 @@ def main(argv: list[str] | None = None) -> Path:
     callbacks = []
     if ours.do_validate:
         val_problems = training.validation_problems(ours, grpo.seed)
-        callbacks.append(training.validation_callback(tokenizer, val_problems, ours, prompt, info, Path(grpo.output_dir)))
-    trainer = training.grpo_trainer(model, tokenizer, reward, grpo, dataset, callbacks, info)
+        callbacks.append(training.validation_callback(tokenizer, val_problems, ours, prompt, info, Path(grpo.output_dir),
+                                                       sampler))
+    trainer = training.grpo_trainer(model, tokenizer, reward, grpo, dataset, callbacks, info, sampler)
     if ours.compare_before_after:
-        before = training.sample_training_problems(model, tokenizer, problems, ours, grpo, prompt, reward, "before")
+        before = training.sample_training_problems(model, tokenizer, problems, ours, grpo, prompt, reward, "before",
+                                                   sampler)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if ours.compare_before_after and trainer.args.should_save:
-        after = training.sample_training_problems(trainer.model, tokenizer, problems, ours, grpo, prompt, reward, "after")
+        after = training.sample_training_problems(trainer.model, tokenizer, problems, ours, grpo, prompt, reward,
+                                                  "after", sampler)
         training.print_before_after(before, after)
     return training.save_final(trainer, info, export_lora=ours.export_lora)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import data
+import sampling
 import utils
 
 ROOT = Path(__file__).resolve().parent
@@ -61,6 +62,9 @@ class TinyLoraArguments:
     export_lora: bool = field(
         default=False, metadata={"help": "also write the final adapter as a standard PEFT LoRA to OUTPUT_DIR/final_lora"}
     )
+    sampler: str | None = field(
+        default=None, metadata={"help": "weights that draw completions: int8 (v folded in, int8 layers; CPU fast path) "
+                                        "| exact (default: int8 on CPU, exact on GPU)"})
 
 
 def split_positionals(argv: list[str], default_config: Path | None = None) -> list[str]:
@@ -111,7 +115,14 @@ def parse_grpo_args(argv: list[str] | None = None):
         data.cli_error("--do_validate needs a named --dataset to hold problems out of, not a .jsonl file")
     if ours.test_selection not in ("first", "longest"):
         data.cli_error("--test_selection is first|longest")
+    if ours.sampler not in (None, *sampling.SAMPLER_WEIGHTS):
+        data.cli_error(f"--sampler is {'|'.join(sampling.SAMPLER_WEIGHTS)}")
     return ours, grpo
+
+
+def sampler_settings(ours: TinyLoraArguments, device: str) -> sampling.SamplerSettings:
+    """The weights completions are drawn with: --sampler, else the device's fast default."""
+    return sampling.SamplerSettings(ours.sampler or sampling.default_weights(device))
 
 
 def code_reward(ours: TinyLoraArguments) -> utils.CodeReward:
@@ -420,12 +431,26 @@ def make_trainer_class():
     score_completion_positions_only()
 
     class TinyLoraGRPOTrainer(GRPOTrainer):
-        def __init__(self, *args, run_info: dict, **kwargs):
+        def __init__(self, *args, run_info: dict, sampler: sampling.Sampler | None = None, **kwargs):
             super().__init__(*args, **kwargs)
             tinylora.ensure_v_fp32(self.model)  # TRL casts trainable params of 4-bit models to bf16
             run_log_callbacks(self)
             self.run_info = run_info
+            self.sampler = sampler or sampling.Sampler(sampling.SamplerSettings("exact"))
             self._staging: Path | None = None
+
+        def _generate_single_turn(self, *args, **kwargs):
+            """TRL's generation, drawing from the sampler's model: with the int8 sampler, a copy with v folded in
+            (rebuilt when v changed) that shares one prefill among a prompt's completions. TRL unwraps and calls
+            `generate` on whatever `model_wrapped` is; the loss and every log-prob still use the trained model."""
+            drawing = self.sampler.model_for(self.model)
+            if drawing is self.model:
+                return super()._generate_single_turn(*args, **kwargs)
+            trained, self.model_wrapped = self.model_wrapped, drawing
+            try:
+                return super()._generate_single_turn(*args, **kwargs)
+            finally:
+                self.model_wrapped = trained
 
         def _get_output_dir(self, trial):
             return str(self._staging) if self._staging else super()._get_output_dir(trial)
@@ -450,18 +475,20 @@ def make_trainer_class():
     return TinyLoraGRPOTrainer
 
 
-def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, callbacks: list, info: dict):
+def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, callbacks: list, info: dict,
+                 sampler: sampling.SamplerSettings = sampling.SamplerSettings("exact")):
     """The GRPO trainer (batch sizes that num_generations does not divide exit 2 with TRL's one line)."""
     try:
         return make_trainer_class()(model=model, reward_funcs=[reward], args=grpo, train_dataset=dataset,
-                                    processing_class=tokenizer, callbacks=callbacks, run_info=info)
+                                    processing_class=tokenizer, callbacks=callbacks, run_info=info,
+                                    sampler=sampling.Sampler(sampler))
     except ValueError as err:
         data.cli_error(str(err).splitlines()[0])
 
 
 # ------------------------------------------------------------------------------------------------ validation
 def validation_callback(tokenizer, val_problems: list[dict], ours: TinyLoraArguments, prompt: data.PromptSettings,
-                        info: dict, output_dir: Path):
+                        info: dict, output_dir: Path, sampler: sampling.SamplerSettings):
     """Every val_steps: greedy pass@1 on held-out problems, asked with the training prompt, through validate.py's
     code path and reward; keeps the best adapter in OUTPUT_DIR/best."""
     from transformers import TrainerCallback
@@ -476,7 +503,8 @@ def validation_callback(tokenizer, val_problems: list[dict], ours: TinyLoraArgum
             if state.global_step % ours.val_steps or not state.is_world_process_zero:
                 return
             summary = evaluation.run_validation(model, tokenizer, val_problems, max_new_tokens=ours.val_max_new_tokens,
-                                                batch_size=args.per_device_eval_batch_size, prompt=prompt)
+                                                batch_size=args.per_device_eval_batch_size, prompt=prompt,
+                                                sampler=sampler.weights)
             metrics = {f"val/{k}": summary[k] for k in ("pass@1", "compile_rate", "avg_reward") if k in summary}
             print(f"validation @ step {state.global_step}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
             state.log_history.append({**metrics, "step": state.global_step})
@@ -491,7 +519,8 @@ def validation_callback(tokenizer, val_problems: list[dict], ours: TinyLoraArgum
 
 
 def sample_training_problems(model, tokenizer, problems: list[dict], ours: TinyLoraArguments, grpo,
-                             prompt: data.PromptSettings, reward: utils.CodeReward, label: str) -> dict:
+                             prompt: data.PromptSettings, reward: utils.CodeReward, label: str,
+                             sampler: sampling.SamplerSettings) -> dict:
     """Sample the training problems as GRPO does (same prompt, temperature, length, and the training reward's
     judge and tests), scored as evaluation.py scores (seed scheme, unscaled: comparable with test.py); written to
     OUTPUT_DIR/eval_<label>."""
@@ -500,6 +529,7 @@ def sample_training_problems(model, tokenizer, problems: list[dict], ours: TinyL
     settings = evaluation.GenerationSettings(
         max_new_tokens=grpo.max_completion_length, temperature=grpo.temperature, n=ours.eval_samples,
         batch_size=max(grpo.per_device_train_batch_size, ours.eval_samples), seed=grpo.seed,
+        sampler=sampler.weights,
     )
     scoring = evaluation.evaluation_reward(dataclasses.replace(reward.judge, binary=False))
     samples, summary = evaluation.evaluate(model, tokenizer, problems, settings, scoring, prompt=prompt)

