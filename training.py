@@ -19,6 +19,7 @@ from pathlib import Path
 
 import data
 import sampling
+import scoring
 import utils
 
 ROOT = Path(__file__).resolve().parent
@@ -454,6 +455,19 @@ def make_trainer_class():
 
         def _get_output_dir(self, trial):
             return str(self._staging) if self._staging else super()._get_output_dir(trial)
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                               batch_size=None, compute_entropy=False, compute_aux_loss=False, **media):
+            """TRL's scoring pass, computed with one forward per distinct prompt and no padding (scoring.py) for
+            text-only batches whose prompts repeat; anything else goes through TRL's own pass."""
+            if not compute_aux_loss and all(v is None for v in media.values()):
+                with self.accelerator.autocast():
+                    grouped = scoring.grouped_logps(model, input_ids, attention_mask, logits_to_keep, compute_entropy)
+                if grouped is not None:
+                    return (*grouped, None)
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **media)
 
         def _save_checkpoint(self, model, trial):
             """Written into a staging dir, given its manifest, then renamed: no reader sees half a checkpoint."""

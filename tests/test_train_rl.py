@@ -14,6 +14,7 @@ import yaml
 from safetensors.torch import load_file
 from conftest import is_png, load_script
 
+import data
 import evaluation
 import modeling
 import tinylora
@@ -345,3 +346,40 @@ def test_grpo_draws_completions_from_the_sampling_copy(coder, tmp_path, monkeypa
     v = saved_v(final)
     assert v.dtype == torch.float32 and v.abs().sum() > 0
     assert tinylora.read_meta(final)["config"]["sampler"] == "int8"
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_grouped_scoring_gives_trl_log_probs_entropies_and_v_gradient(coder, temperature):
+    """One prompt forward per group and no padding (scoring.py) computes what TRL's padded pass computes: the same
+    per-token log-probs and entropies (zero past each completion's end) and the same gradient for v."""
+    import scoring
+    from trl.trainer.utils import add_fused_lm_head
+
+    model, tokenizer = modeling.load_model(str(coder), quant=False)
+    add_fused_lm_head(model, temperature=temperature, outputs=("log_probs", "entropy"))
+    model = tinylora.apply_tiny_lora(model, u=8, tie="all")
+    tinylora.set_tiny_lora_v(model, {"0": torch.linspace(-0.3, 0.3, 8)})
+    problems = data.load_problems("sample", "train")[:2]
+    prompts = [tokenizer(evaluation.prompt_text(p, tokenizer), add_special_tokens=False).input_ids for p in problems]
+    completions = [[5, 9, 11, 7, 3], [8, 8], [4, 2, 6], [10], [3, 3, 3, 3, 3, 3], [7, 1]]  # 3 per prompt, ragged
+    width, length = max(map(len, prompts)), max(map(len, completions))
+    rows = [(prompts[i // 3], c) for i, c in enumerate(completions)]
+    input_ids = torch.tensor([[0] * (width - len(p)) + p + c + [0] * (length - len(c)) for p, c in rows])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * (len(p) + len(c)) + [0] * (length - len(c)) for p, c in rows])
+    labels = input_ids.masked_fill(mask == 0, -100)
+    labels[:, :-length] = -100
+    trl_out = model(input_ids=input_ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    trl_logps, trl_entropy = trl_out.log_probs[:, -length:], trl_out.entropy[:, -length:]
+    (trl_logps * mask[:, -length:]).sum().backward()
+    trl_grad = tinylora.layer_v(next(iter(tinylora.adapted_modules(model).values()))).grad.clone()
+    model.zero_grad()
+    logps, entropy = scoring.grouped_logps(model, input_ids, mask, length, compute_entropy=True)
+    (logps * mask[:, -length:]).sum().backward()
+    grad = tinylora.layer_v(next(iter(tinylora.adapted_modules(model).values()))).grad
+    completion = mask[:, -length:].bool()
+    assert torch.allclose(logps[completion], trl_logps[completion], atol=1e-4)
+    assert torch.allclose(entropy[completion], trl_entropy[completion], atol=1e-4)
+    assert (logps[~completion] == 0).all()
+    assert torch.allclose(grad, trl_grad, rtol=1e-3, atol=1e-5), (grad, trl_grad)
+    assert scoring.prompt_groups(input_ids[:, :width], mask[:, :width]) == [[0, 1, 2], [3, 4, 5]]
+    assert scoring.prompt_groups(input_ids[[0, 3, 1], :width], mask[[0, 3, 1], :width]) is None  # not adjacent

@@ -1,0 +1,74 @@
+"""GRPO's scoring pass without repeated prompts or padding: the same log-probs, about a third less compute.
+
+TRL scores a step's completions as one padded batch: each of a prompt's G completions carries its own copy of the
+prompt through the forward and the backward, every row is padded to the longest prompt on the left and the longest
+completion on the right, and a mask keeps the padding out. On a CPU, where that pass is most of a step, this does the
+same arithmetic on fewer tokens: each distinct prompt goes through the model once, its keys and values (still in
+v's autograd graph) are repeated for its G completions, and each group's completions are cut at the group's longest,
+so no left padding and little right padding is computed. Right padding needs no mask: under causal attention a
+real token never sees a later one. Gradients reach v through the prompt's keys and values as they do in TRL's pass.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+
+
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[list[int]] | None:
+    """Rows with the same prompt, as runs of adjacent rows (GRPO's sampler lays a prompt's G completions side by
+    side); None when equal prompts are not adjacent or no prompt repeats, where nothing is gained."""
+    keys = [tuple(ids[mask.bool()].tolist()) for ids, mask in zip(prompt_ids, prompt_mask)]
+    groups: list[list[int]] = []
+    for row, key in enumerate(keys):
+        if groups and keys[groups[-1][0]] == key:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    if len({keys[g[0]] for g in groups}) != len(groups) or all(len(g) == 1 for g in groups):
+        return None
+    return groups
+
+
+def _cache_keyword(model) -> str:
+    """transformers 5.x calls the cache `cache` (the old `past_key_values` warns); older releases only know the old."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def grouped_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
+                  compute_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(log-probs, entropies or None), each (rows, logits_to_keep) and zero past a completion's end, as TRL's
+    `_get_per_token_logps_and_entropies` returns them, computed group by group; None when the rows have no
+    repeated prompt (the caller then runs TRL's own pass).
+
+    `model` is TRL's training model: a causal LM whose forward takes `fused_lm_head=True` and `labels` and returns
+    per-token `log_probs` (and `entropy`) at the trainer's temperature (trl.trainer.utils.add_fused_lm_head).
+    """
+    from transformers import DynamicCache
+
+    prompt_len = input_ids.shape[1] - logits_to_keep
+    groups = prompt_groups(input_ids[:, :prompt_len], attention_mask[:, :prompt_len])
+    if groups is None:
+        return None
+    keyword = _cache_keyword(model)
+    logps, entropies = [None] * len(input_ids), [None] * len(input_ids)
+    for rows in groups:
+        first = rows[0]
+        prompt = input_ids[first, :prompt_len][attention_mask[first, :prompt_len].bool()]  # (p,) no padding
+        completion_mask = attention_mask[rows, prompt_len:]  # (g, logits_to_keep)
+        longest = int(completion_mask.sum(1).max())
+        cache = DynamicCache(config=model.config)
+        model(input_ids=prompt[None, :-1], use_cache=True, logits_to_keep=1, **{keyword: cache})  # once per group
+        cache.batch_repeat_interleave(len(rows))  # (g, kv_heads, p - 1, head_dim) per layer, in v's graph
+        # The prompt's last token, then the completions cut at the group's longest: (g, 1 + longest)
+        suffix = torch.cat([prompt[-1:].expand(len(rows), 1), input_ids[rows, prompt_len:prompt_len + longest]], 1)
+        labels = suffix.masked_fill(F.pad(completion_mask[:, :longest], (1, 0), value=1) == 0, -100)
+        positions = torch.arange(len(prompt) - 1, len(prompt) + longest, device=suffix.device).expand(len(rows), -1)
+        out = model(input_ids=suffix, position_ids=positions, labels=labels, fused_lm_head=True, **{keyword: cache})
+        for i, row in enumerate(rows):  # (longest,) each, padded back to logits_to_keep with zeros
+            logps[row] = F.pad(out.log_probs[i], (0, logits_to_keep - longest))
+            if compute_entropy:
+                entropies[row] = F.pad(out.entropy[i], (0, logits_to_keep - longest))
+    return torch.stack(logps), torch.stack(entropies) if compute_entropy else None
