@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +45,12 @@ DEFAULT_INSTRUCTION = (
     "your answer as exactly one ```cpp code block containing a complete program that reads the input from stdin "
     "and writes the answer to stdout."
 )
+
+
+class UsageError(ValueError):
+    """A mistake the user can mend (a flag, a file, a setting), with a message that says what to do. Modules raise
+    it and never end the process; a script's main (see `script_main`) prints it as one line and exits 2, while a
+    notebook, a sweep or a test can catch it."""
 
 
 class DataMissingError(FileNotFoundError):
@@ -375,7 +382,7 @@ def convert_split(rows: Iterable, convert: Callable[[object, int], tuple[dict, i
         stats = convert_rows(rows, convert, out_path, desc=label.split(" ")[0],
                              exclude_keys=held_out if split == "train" else frozenset(), stats=stats)
     except OSError as e:  # missing files, hub unreachable
-        cli_error(f"{split}: {e}")
+        raise UsageError(f"{split}: {e}") from e
     print(stats.report(f"{label} -> {out_path}"))
 
 
@@ -434,9 +441,23 @@ def replaced_atomically(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def cli_error(message: str) -> NoReturn:
-    """One line on stderr and exit code 2: the user gets the cause, not a traceback."""
+    """One line on stderr and exit code 2: the user gets the cause, not a traceback. For scripts only."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def script_main(main: Callable) -> Callable:
+    """Decorates a script's main(): a UsageError from the modules becomes `error: <message>` on stderr and exit
+    code 2, as argparse does for a bad flag. The one place that turns an error into an exit."""
+
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UsageError as err:
+            cli_error(str(err))
+
+    return run
 
 
 def add_prompt_flags(parser: argparse.ArgumentParser, unset: str = "data.py's default") -> None:
@@ -465,10 +486,10 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = 
         try:
             values = yaml.safe_load(Path(args.config).read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
-            cli_error(f"cannot read config {args.config}: {e}")
+            raise UsageError(f"cannot read config {args.config}: {e}") from e
         unknown = sorted(set(values) - set(vars(args)))
         if unknown:
-            cli_error(f"unknown keys in {args.config}: {', '.join(unknown)}")
+            raise UsageError(f"unknown keys in {args.config}: {', '.join(unknown)}")
         parser.set_defaults(**values)
         args = parser.parse_args(argv)
     return args

@@ -137,15 +137,16 @@ def held_out_statements(local_dir: str | None) -> set[str]:
     for split in HELD_OUT_SPLITS:
         rows = rows_for(split, local_dir, columns=["description"])
         if rows is None:
-            data.cli_error(f"--local_dir {local_dir} has no {split}-*.parquet, so training rows cannot be checked "
-                           f"against the {split} split; put the hub's {split} parquet files there too")
+            raise data.UsageError(f"--local_dir {local_dir} has no {split}-*.parquet, so training rows cannot be "
+                                  f"checked against the {split} split; put the hub's {split} parquet files there too")
         try:
             keys |= data.held_out_keys((row.get("description") for row in rows), f"held-out {split} statements")
         except OSError as e:  # hub unreachable
-            data.cli_error(f"{split} statements: {e}")
+            raise data.UsageError(f"{split} statements: {e}")
     return keys
 
 
+@data.script_main
 def main(argv: list[str] | None = None) -> None:
     p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--splits", nargs="+", default=["train", "valid", "test"], choices=SPLIT_ORDER)
@@ -167,12 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         difficulties = expand_difficulties(args.difficulties)
     except ValueError as e:
-        data.cli_error(str(e))
+        raise data.UsageError(str(e))
     if unknown := {s.upper() for s in args.sources} - set(SOURCES.values()):
-        data.cli_error(f"unknown sources {sorted(unknown)}; use {', '.join(SOURCES.values())}")
+        raise data.UsageError(f"unknown sources {sorted(unknown)}; use {', '.join(SOURCES.values())}")
     for folder in ("local_dir", "checkers"):
         if getattr(args, folder) and not Path(getattr(args, folder)).is_dir():
-            data.cli_error(f"--{folder} {getattr(args, folder)} is not a folder")
+            raise data.UsageError(f"--{folder} {getattr(args, folder)} is not a folder")
 
     held_out = held_out_statements(args.local_dir) if "train" in args.splits else set()
     for split in [s for s in SPLIT_ORDER if s in args.splits]:

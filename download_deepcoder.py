@@ -124,16 +124,17 @@ def held_out_statements(local_dir: str | None) -> set[str]:
     keys: set[str] = set()
     for config, split in HELD_OUT:
         if local_dir and not local_files(local_dir, config, split):
-            data.cli_error(f"--local_dir {local_dir} has no {config}/{split}-*.parquet, so training rows cannot be "
-                           f"checked against it; put the hub's {config} {split} parquet files there too")
+            raise data.UsageError(f"--local_dir {local_dir} has no {config}/{split}-*.parquet, so training rows "
+                                  f"cannot be checked against it; put the hub's {config} {split} parquet files there too")
         try:
             rows = stream(config, split, local_dir, columns=["problem"])
             keys |= data.held_out_keys((row.get("problem") for row in rows), f"held-out {config}/{split} statements")
         except OSError as e:  # hub unreachable
-            data.cli_error(f"{config}/{split} statements: {e}")
+            raise data.UsageError(f"{config}/{split} statements: {e}")
     return keys
 
 
+@data.script_main
 def main(argv: list[str] | None = None) -> None:
     p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subsets", "--configs", dest="subsets", metavar="SUBSET", nargs="+", default=["lcbv5"],
@@ -150,10 +151,10 @@ def main(argv: list[str] | None = None) -> None:
                    "ordered by statement fingerprint (a selection fixed by the statements, e.g. a held-out set)")
     args = data.parse_with_config(p, argv)
     if args.first is not None and args.first < 1:
-        data.cli_error(f"--first must be at least 1, not {args.first}")
+        raise data.UsageError(f"--first must be at least 1, not {args.first}")
     for folder in ("local_dir", "checkers"):
         if getattr(args, folder) and not Path(getattr(args, folder)).is_dir():
-            data.cli_error(f"--{folder} {getattr(args, folder)} is not a folder")
+            raise data.UsageError(f"--{folder} {getattr(args, folder)} is not a folder")
 
     held_out = held_out_statements(args.local_dir) if "train" in args.splits else set()
     for split in [s for s in ("test", "train") if s in args.splits]:

@@ -481,18 +481,18 @@ def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.CodeR
     try:
         ks = [int(k) for k in args.k.split(",")]
     except ValueError:
-        data.cli_error(f"--k must be comma-separated integers (got {args.k!r})")
+        raise data.UsageError(f"--k must be comma-separated integers (got {args.k!r})")
     positive = {"--n": args.n, "--batch_size": args.batch_size, "--max_new_tokens": args.max_new_tokens,
                 "--time_limit": args.time_limit, "--k": min(ks)}
     for flag, value in positive.items():
         if value <= 0:
-            data.cli_error(f"{flag} must be positive (got {value})")
+            raise data.UsageError(f"{flag} must be positive (got {value})")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
-        data.cli_error("--temperature must be >= 0 and --top_p in (0, 1]")
+        raise data.UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
     if args.n > 1 and args.temperature == 0:
-        data.cli_error("--n > 1 needs --temperature > 0 (greedy samples are identical)")
+        raise data.UsageError("--n > 1 needs --temperature > 0 (greedy samples are identical)")
     if max(ks) > args.n:
-        data.cli_error(f"pass@{max(ks)} needs --n >= {max(ks)} samples per problem")
+        raise data.UsageError(f"pass@{max(ks)} needs --n >= {max(ks)} samples per problem")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                                   n=args.n, batch_size=args.batch_size, seed=args.seed,
                                   max_prompt_tokens=args.max_prompt_tokens,
@@ -508,23 +508,23 @@ def prompt_for(args: argparse.Namespace, info: dict) -> data.PromptSettings:
 
 def load_model_for_eval(name: str, quant: bool, checkpoint_path: str | None):
     """(model, tokenizer, model info). The adapter's u / rank / tie come from its saved files, never from flags,
-    and info["meta"] holds its metadata (the prompt it was trained with among it); every failure is one line and
-    exit code 2."""
+    and info["meta"] holds its metadata (the prompt it was trained with among it); every failure is a
+    data.UsageError."""
     import tinylora
 
     if checkpoint_path is not None and not Path(checkpoint_path).is_dir():
-        data.cli_error(f"checkpoint path {checkpoint_path} is not a directory (pass the adapter directory, "
-                       f"e.g. OUT/best)")
+        raise data.UsageError(f"checkpoint path {checkpoint_path} is not a directory (pass the adapter directory, "
+                              f"e.g. OUT/best)")
     try:
         model, tokenizer = modeling.load_model(name, quant=quant)
     except OSError as e:
-        data.cli_error(f"cannot load model {name}: {str(e).splitlines()[0]}")
+        raise data.UsageError(f"cannot load model {name}: {str(e).splitlines()[0]}")
     info = {"name": name, "quant": quant, "adapter": checkpoint_path}
     if checkpoint_path is not None:
         try:
             model = tinylora.load_tiny_lora(model, checkpoint_path)
         except tinylora.TinyLoraError as e:
-            data.cli_error(str(e))
+            raise data.UsageError(str(e))
         config = model.peft_config["default"]
         parameters = sum(v.numel() for v in tinylora.tiny_lora_v(model).values())
         info.update(u=config.u, rank=config.r, tie=model.tinylora_tie.mode, parameters=parameters,
@@ -539,7 +539,7 @@ def run_cli(args: argparse.Namespace, script: str) -> dict:
     try:
         problems = data.load_problems(args.dataset, args.split, args.num_samples, seed=args.seed)
     except (FileNotFoundError, ValueError) as e:
-        data.cli_error(str(e))
+        raise data.UsageError(str(e))
     model, tokenizer, info = load_model_for_eval(args.model, not args.no_quant, args.checkpoint_path)
     prompt = prompt_for(args, info)
     label = f"adapter {args.checkpoint_path}" if args.checkpoint_path else f"baseline {args.model}"
@@ -560,14 +560,14 @@ def run_cli(args: argparse.Namespace, script: str) -> dict:
 
 def compare_cli(path_a: str, path_b: str, output_dir: str | None = None) -> dict:
     """`--compare A B`: print the paired comparison and draw it as paired bars, in --output_dir/compare.png or else
-    beside B's summary.json (compare_vs_<A's folder>.png); one line and exit code 2 for unreadable or unpaired runs."""
+    beside B's summary.json (compare_vs_<A's folder>.png); a data.UsageError for unreadable or unpaired runs."""
     import plots
 
     try:
         a, b = load_summary(path_a), load_summary(path_b)
         result = compare_runs(a, b)
     except ValueError as e:  # includes UnpairedRunsError
-        data.cli_error(str(e))
+        raise data.UsageError(str(e))
     print(format_comparison(a, b, result))
     chart = Path(output_dir) / "compare.png" if output_dir else \
         Path(path_b).parent / f"compare_vs_{Path(path_a).resolve().parent.name}.png"

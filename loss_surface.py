@@ -79,11 +79,11 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--output_dir", default="output/loss_surface", help="surface.csv and surface.png go here")
     args = data.parse_with_config(parser, argv)
     if args.points < 3 or args.points % 2 == 0:
-        data.cli_error("--points must be an odd number >= 3, so v = 0 (the base model) is on the grid")
+        raise data.UsageError("--points must be an odd number >= 3, so v = 0 (the base model) is on the grid")
     if args.radius <= 0 or min(args.max_samples, args.rank, args.batch_size, args.max_new_tokens) < 1:
-        data.cli_error("--radius, --max_samples, --rank, --batch_size and --max_new_tokens must be positive")
+        raise data.UsageError("--radius, --max_samples, --rank, --batch_size and --max_new_tokens must be positive")
     if args.reward_problems < 0:
-        data.cli_error("--reward_problems must be >= 0")
+        raise data.UsageError("--reward_problems must be >= 0")
     args.prompt = data.PromptSettings().overridden(args)
     return args
 
@@ -95,7 +95,7 @@ def load_u2_model(args):
     try:
         model, tokenizer = modeling.load_model(args.model, quant=not args.no_quant)
     except OSError as err:
-        data.cli_error(str(err).splitlines()[0])
+        raise data.UsageError(str(err).splitlines()[0])
     return tinylora.apply_tiny_lora(model, u=2, rank=args.rank, seed=args.seed, tie="all"), tokenizer
 
 
@@ -133,12 +133,13 @@ def report(rows: dict[tuple[str, str], dict], axis: list[float], out: Path, with
     print(f"wrote {out / 'surface.csv'}" + "".join(f" and {p}" for p in drawn))
 
 
+@data.script_main
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     try:
         problems = data.load_problems(args.dataset, args.split, args.max_samples, args.seed)
     except (OSError, ValueError) as err:  # missing data, unknown dataset or split
-        data.cli_error(str(err).splitlines()[0])
+        raise data.UsageError(str(err).splitlines()[0])
     model, tokenizer = load_u2_model(args)
     examples = sft.build_examples(problems, tokenizer, args.max_length, prompt=args.prompt)
     reward_problems = problems[:args.reward_problems]

@@ -35,14 +35,14 @@ def append_row(path: Path, row: dict, fields: list[str]) -> None:
 
 
 def check_settings(path: Path, settings: dict, what: str) -> None:
-    """Record `settings` in `path`, or exit 2 when an earlier run in the same directory used other ones:
+    """Record `settings` in `path`, or raise data.UsageError when an earlier run in the same directory used other ones:
     resuming must never mix results made under different settings."""
     if path.exists():
         old = json.loads(path.read_text())
         changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if changed:
-            data.cli_error(f"{path.parent} holds a {what} made with other {', '.join(changed)}; "
-                           f"pass another --output_dir or restore the settings")
+            raise data.UsageError(f"{path.parent} holds a {what} made with other {', '.join(changed)}; "
+                                  f"pass another --output_dir or restore the settings")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=1))

@@ -40,7 +40,7 @@ SftArguments.__doc__ = "train_rl.py's adapter and data flags plus SFT's own; eve
 
 
 def parse_sft_args(argv: list[str] | None = None):
-    """(SftArguments, SFTConfig) from flags and YAML; bad values exit 2 with one line."""
+    """(SftArguments, SFTConfig) from flags and YAML; bad values raise data.UsageError."""
     import torch
     from trl import SFTConfig
 
@@ -48,7 +48,7 @@ def parse_sft_args(argv: list[str] | None = None):
     ours, sft = training.parse_with_trl((SftArguments, SFTConfig), sys.argv[1:] if argv is None else argv,
                                         "train_sft.py", defaults={**SFT_DEFAULTS, "bf16": torch.cuda.is_available()})
     if min(ours.u, ours.max_samples, ours.rank, ours.solutions_per_problem, ours.loss_samples) < 1:
-        data.cli_error("--u, --max_samples, --rank, --solutions_per_problem and --loss_samples must be positive")
+        raise data.UsageError("--u, --max_samples, --rank, --solutions_per_problem and --loss_samples must be positive")
     return ours, sft
 
 
@@ -86,8 +86,8 @@ def build_examples(problems: list[dict], tokenizer, max_length: int | None, solu
     print(f"data: {len(examples)} SFT examples from {len(problems)} problems ({no_reference} without a reference "
           f"solution, {too_long} over {max_length} tokens dropped)")
     if not examples:
-        data.cli_error("no SFT examples: no problem has a reference solution that fits (deepcoder has none; "
-                       "code_contests needs download_code_contests.py --max_reference_solutions > 0)")
+        raise data.UsageError("no SFT examples: no problem has a reference solution that fits (deepcoder has none; "
+                              "code_contests needs download_code_contests.py --max_reference_solutions > 0)")
     return examples
 
 
@@ -132,6 +132,6 @@ def sft_trainer(model, tokenizer, sft, examples: list[dict]):
     try:
         trainer = SFTTrainer(model=model, args=sft, train_dataset=dataset, processing_class=tokenizer)
     except ValueError as err:
-        data.cli_error(str(err).splitlines()[0])
+        raise data.UsageError(str(err).splitlines()[0])
     tinylora.ensure_v_fp32(trainer.model)
     return trainer

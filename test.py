@@ -16,6 +16,7 @@ import data
 import evaluation
 
 
+@data.script_main
 def main(argv: list[str] | None = None) -> dict:
     parser = evaluation.cli_parser(__doc__)
     mode = parser.add_mutually_exclusive_group(required=True)

@@ -22,6 +22,7 @@ import data
 import training
 
 
+@data.script_main
 def main(argv: list[str] | None = None) -> Path:
     ours, grpo = training.parse_grpo_args(argv)
     prompt, reward = data.PromptSettings().overridden(ours), training.code_reward(ours)

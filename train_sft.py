@@ -19,6 +19,7 @@ import sft
 import training
 
 
+@data.script_main
 def main(argv: list[str] | None = None) -> Path:
     ours, config = sft.parse_sft_args(argv)
     prompt = data.PromptSettings().overridden(ours)

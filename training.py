@@ -84,40 +84,40 @@ def split_positionals(argv: list[str], default_config: Path | None = None) -> li
 
 def parse_with_trl(dataclass_types: tuple, argv: list[str], prog: str, usage: str | None = None,
                    defaults: dict | None = None):
-    """TRL's parser over our dataclass and TRL's config: a missing --config file or a value TRL refuses exits 2
-    with one line. `--train_data PATH` becomes `--dataset PATH`."""
+    """TRL's parser over our dataclass and TRL's config: a missing --config file or a value TRL refuses raises
+    data.UsageError. `--train_data PATH` becomes `--dataset PATH`."""
     from trl import TrlParser
 
     parser = TrlParser(dataclass_types, prog=prog, usage=usage)
     parser.set_defaults(**(defaults or {}))
     config = argv[argv.index("--config") + 1:][:1] if "--config" in argv else []
     if "--config" in argv and not (config and Path(config[0]).is_file()):
-        data.cli_error(f"config file {config[0] if config else '(none given)'} not found")
+        raise data.UsageError(f"config file {config[0] if config else '(none given)'} not found")
     try:
         ours, trainer_args = parser.parse_args_and_config(argv)
     except ValueError as err:  # TRL/transformers validate their own fields
-        data.cli_error(str(err).splitlines()[0])
+        raise data.UsageError(str(err).splitlines()[0])
     if ours.train_data:
         ours.dataset, ours.train_data = ours.train_data, None
     return ours, trainer_args
 
 
 def parse_grpo_args(argv: list[str] | None = None):
-    """(TinyLoraArguments, GRPOConfig) from `U MAX_SAMPLES`, flags and YAML; contradictions exit 2 with one line."""
+    """(TinyLoraArguments, GRPOConfig) from `U MAX_SAMPLES`, flags and YAML; contradictions raise data.UsageError."""
     from trl import GRPOConfig
 
     argv = split_positionals(sys.argv[1:] if argv is None else argv)
     ours, grpo = parse_with_trl((TinyLoraArguments, GRPOConfig), argv, "train_rl.py", "train_rl.py [U] [MAX_SAMPLES] [flags]")
     if ours.u < 1 or ours.max_samples < 1 or ours.rank < 1:
-        data.cli_error("U, MAX_SAMPLES and --rank must be positive integers")
+        raise data.UsageError("U, MAX_SAMPLES and --rank must be positive integers")
     if ours.do_validate and (ours.val_samples < 1 or ours.val_steps < 1):
-        data.cli_error("--do_validate needs --val_samples >= 1 and --val_steps >= 1")
+        raise data.UsageError("--do_validate needs --val_samples >= 1 and --val_steps >= 1")
     if ours.do_validate and ours.dataset not in data.DATASETS:
-        data.cli_error("--do_validate needs a named --dataset to hold problems out of, not a .jsonl file")
+        raise data.UsageError("--do_validate needs a named --dataset to hold problems out of, not a .jsonl file")
     if ours.test_selection not in ("first", "longest"):
-        data.cli_error("--test_selection is first|longest")
+        raise data.UsageError("--test_selection is first|longest")
     if ours.sampler not in (None, *sampling.SAMPLER_WEIGHTS):
-        data.cli_error(f"--sampler is {'|'.join(sampling.SAMPLER_WEIGHTS)}")
+        raise data.UsageError(f"--sampler is {'|'.join(sampling.SAMPLER_WEIGHTS)}")
     return ours, grpo
 
 
@@ -127,12 +127,12 @@ def sampler_settings(ours: TinyLoraArguments, device: str) -> sampling.SamplerSe
 
 
 def code_reward(ours: TinyLoraArguments) -> utils.CodeReward:
-    """The training reward from the flags (an unknown scheme exits 2 with one line)."""
+    """The training reward from the flags (an unknown scheme raises data.UsageError)."""
     try:
         return utils.CodeReward(utils.JudgeConfig(max_tests=ours.max_tests, test_selection=ours.test_selection),
                                 scheme=ours.reward_scheme, no_code_penalty=ours.no_code_penalty)
     except ValueError as err:
-        data.cli_error(str(err))
+        raise data.UsageError(str(err))
 
 
 def set_checkpointing(trainer_args, enabled: bool, **kwargs) -> None:
@@ -178,7 +178,7 @@ def configure_device(trainer_args) -> str:
 
 
 def load_adapted_model(ours, seed: int, device: str):
-    """(base model with TinyLoRA applied, tokenizer); prints the trainable count. Failures exit 2 with one line."""
+    """(base model with TinyLoRA applied, tokenizer); prints the trainable count. Failures raise data.UsageError."""
     import modeling
     import tinylora
 
@@ -186,7 +186,7 @@ def load_adapted_model(ours, seed: int, device: str):
         model, tokenizer = modeling.load_model(ours.model, quant=not ours.no_quant, device=device)
         model = tinylora.apply_tiny_lora(model, u=ours.u, rank=ours.rank, seed=seed, tie=ours.tie)
     except (OSError, ValueError) as err:  # a missing model, TinyLoraError
-        data.cli_error(str(err).splitlines()[0])
+        raise data.UsageError(str(err).splitlines()[0])
     trainable = tinylora.count_trainable(model)
     expected = ours.u * len(tinylora.tiny_lora_v(model))
     assert trainable == expected, f"{trainable} trainable parameters, expected {expected}"
@@ -196,11 +196,11 @@ def load_adapted_model(ours, seed: int, device: str):
 
 
 def load_training_problems(ours, seed: int, max_samples: int | None = None) -> list[dict]:
-    """The train split of --dataset (or the .jsonl file), or exit 2 with one line naming what is missing."""
+    """The train split of --dataset (or the .jsonl file), or a data.UsageError naming what is missing."""
     try:
         return data.load_problems(ours.dataset, "train", max_samples, seed)
     except (OSError, ValueError) as err:
-        data.cli_error(str(err).splitlines()[0])
+        raise data.UsageError(str(err).splitlines()[0])
 
 
 # ------------------------------------------------------------------------------------------------- GRPO data
@@ -213,7 +213,7 @@ def grpo_rows(ours: TinyLoraArguments, prompt: data.PromptSettings, tokenizer, s
         wanted = ours.problem_ids.split(",")
         missing = sorted(set(wanted) - {p["id"] for p in problems})
         if missing:
-            data.cli_error(f"--problem_ids not in the training split: {', '.join(missing)}")
+            raise data.UsageError(f"--problem_ids not in the training split: {', '.join(missing)}")
         problems = [p for p in problems if p["id"] in wanted][: ours.max_samples]
     rows, too_long = [], 0
     for problem in problems:
@@ -228,7 +228,7 @@ def grpo_rows(ours: TinyLoraArguments, prompt: data.PromptSettings, tokenizer, s
                          **{k: problem.get(k) for k in utils.PROBLEM_JUDGE_FIELDS}})
     print(f"data: {len(rows)} training problems ({too_long} dropped: prompt over {ours.max_prompt_length} tokens)")
     if not rows:
-        data.cli_error("no training problems left; raise --max_prompt_length or check the dataset")
+        raise data.UsageError("no training problems left; raise --max_prompt_length or check the dataset")
     kept = {row["id"] for row in rows}
     return Dataset.from_list(rows), [p for p in problems if p["id"] in kept]
 
@@ -246,7 +246,7 @@ def validation_problems(ours: TinyLoraArguments, seed: int) -> list[dict]:
     try:
         return data.load_problems(ours.dataset, data.validation_split(ours.dataset), ours.val_samples, seed)
     except (OSError, ValueError) as err:
-        data.cli_error(str(err).splitlines()[0])
+        raise data.UsageError(str(err).splitlines()[0])
 
 
 # ------------------------------------------------------------------------------------------- run records
@@ -322,10 +322,10 @@ def latest_valid_checkpoint(output_dir: Path) -> Path | None:
 
 
 def resume_checkpoint(output_dir: Path) -> Path:
-    """The checkpoint `--resume` continues from, or exit 2 when there is none."""
+    """The checkpoint `--resume` continues from, or a data.UsageError when there is none."""
     found = latest_valid_checkpoint(output_dir)
     if found is None:
-        data.cli_error(f"--resume: no complete checkpoint in {output_dir}; drop --resume to start fresh")
+        raise data.UsageError(f"--resume: no complete checkpoint in {output_dir}; drop --resume to start fresh")
     print(f"resuming from {found}")
     return found
 
@@ -491,13 +491,13 @@ def make_trainer_class():
 
 def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, callbacks: list, info: dict,
                  sampler: sampling.SamplerSettings = sampling.SamplerSettings("exact")):
-    """The GRPO trainer (batch sizes that num_generations does not divide exit 2 with TRL's one line)."""
+    """The GRPO trainer (batch sizes that num_generations does not divide raise data.UsageError with TRL's line)."""
     try:
         return make_trainer_class()(model=model, reward_funcs=[reward], args=grpo, train_dataset=dataset,
                                     processing_class=tokenizer, callbacks=callbacks, run_info=info,
                                     sampler=sampling.Sampler(sampler))
     except ValueError as err:
-        data.cli_error(str(err).splitlines()[0])
+        raise data.UsageError(str(err).splitlines()[0])
 
 
 # ------------------------------------------------------------------------------------------------ validation

@@ -13,6 +13,7 @@ import data
 import evaluation
 
 
+@data.script_main
 def main(argv: list[str] | None = None) -> dict:
     parser = evaluation.cli_parser(__doc__)
     parser.add_argument("num", nargs="?", type=int, metavar="NUM", help="problems to evaluate (default 50)")

@@ -242,6 +242,8 @@ def run_stage(stage: Stage, ctx: Context) -> tuple[bool, str]:
             return True, stage.run(ctx)
     except Failed as err:
         return False, str(err)
+    except data.UsageError as err:  # what a script would print as its one "error: ..." line
+        return False, f"error: {err}"
     except SystemExit as err:  # the scripts' cli_error: its "error: ..." line is the reason
         said = [line for line in log_tail(log) if line.startswith("error: ")]
         return False, said[-1] if said else f"exited with code {err.code}"
@@ -267,7 +269,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_new_tokens", type=positive, help="generation budget (default 32 on CPU, 512 on GPU)")
     args = parser.parse_args(argv)
     if args.dataset not in data.DATASETS and not (args.dataset.endswith(".jsonl") and Path(args.dataset).is_file()):
-        data.cli_error(f"--dataset is one of {', '.join(data.DATASETS)} or an existing .jsonl file, not {args.dataset!r}")
+        raise data.UsageError(f"--dataset is one of {', '.join(data.DATASETS)} or an existing .jsonl file, "
+                              f"not {args.dataset!r}")
     return args
 
 
@@ -296,6 +299,7 @@ def run_stages(ctx: Context) -> tuple[dict[str, str], list[str]]:
     return status, failures
 
 
+@data.script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch  # after parsing: a typo should not wait for torch to import

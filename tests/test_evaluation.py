@@ -232,6 +232,17 @@ def test_validate_shares_the_path_and_picks_a_split(tmp_path):
     assert data.validation_split("code_contests") == "valid"
 
 
+def test_bad_flags_raise_a_usage_error_a_caller_can_catch():
+    """evaluation's checks raise data.UsageError (a sweep or a notebook can catch it); only test.py's and
+    validate.py's main print it as one line and exit 2."""
+    args = evaluation.cli_parser(None).parse_args(["--n", "0"])
+    args.num_samples, args.split, args.checkpoint_path = 1, "test", None
+    with pytest.raises(data.UsageError, match="--n must be positive"):
+        evaluation.run_cli(args, "test")
+    with pytest.raises(data.UsageError, match="is not a directory"):
+        evaluation.load_model_for_eval("tiny", quant=False, checkpoint_path="/nonexistent/adapter")
+
+
 def test_wrong_checkpoint_path_is_refused(capsys):
     assert exit_message(capsys, ["--checkpoint_path", "no/such/dir", *FAST]) == \
         "error: checkpoint path no/such/dir is not a directory (pass the adapter directory, e.g. OUT/best)"

@@ -211,6 +211,15 @@ def test_bad_arguments_exit_2_with_one_line(argv, message):
     assert message in out.stderr and "Traceback" not in out.stderr
 
 
+def test_the_parser_raises_a_usage_error_a_caller_can_catch():
+    """A notebook or a sweep calling the library gets data.UsageError, not a SystemExit; only train_rl.py's main
+    turns it into the one line and exit code 2 (above)."""
+    with pytest.raises(data.UsageError, match="U, MAX_SAMPLES and --rank must be positive integers"):
+        training.parse_grpo_args(["32", "0", "--config", str(training.CPU_CONFIG)])
+    with pytest.raises(data.UsageError, match="--sampler is int8|exact"):
+        training.parse_grpo_args(["32", "5", "--config", str(training.CPU_CONFIG), "--sampler", "fp8"])
+
+
 # Problems on which the rebuilt tiny-coder is closest to a coin flip at temperature 1 (C++ that passes, or the Python
 # answer that scores 0): 3/8, 3/8, 4/8 and 5/8 passes in 8 samples each (evaluation.evaluate, seed 42, 2026-11-23).
 # GRPO learns only from a group whose rewards differ; on problems it almost always solves (square_number) a group
