@@ -11,6 +11,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -446,12 +447,23 @@ def cli_error(message: str) -> NoReturn:
     sys.exit(2)
 
 
+# bitsandbytes logs this when it is imported on a CPU with AVX512-bf16 and the optional hub kernel is absent (it
+# falls back to its own); PEFT imports bitsandbytes whenever it is installed, so even a run without NF4 printed it.
+BITSANDBYTES_KERNEL_NOTE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+
+def _not_bitsandbytes_kernel_note(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(BITSANDBYTES_KERNEL_NOTE)
+
+
 def script_main(main: Callable) -> Callable:
     """Decorates a script's main(): a UsageError from the modules becomes `error: <message>` on stderr and exit
-    code 2, as argparse does for a bad flag. The one place that turns an error into an exit."""
+    code 2, as argparse does for a bad flag (the one place that turns an error into an exit), and bitsandbytes'
+    kernel note above is not printed (that message alone)."""
 
     @functools.wraps(main)
     def run(*args, **kwargs):
+        logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_not_bitsandbytes_kernel_note)
         try:
             return main(*args, **kwargs)
         except UsageError as err:

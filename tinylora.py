@@ -20,10 +20,12 @@ this tuner in CI (.ci/peft_conformance.py).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -50,6 +52,19 @@ SVD_SEED = 0
 
 class TinyLoraError(ValueError):
     """A bad TinyLoRA argument or an adapter that does not fit the model; the message says what to change."""
+
+
+# transformers 5 deprecated `model.is_gradient_checkpointing`, which PEFT's PeftModel (and TRL's generation, see
+# training.grpo_trainer) still read: a FutureWarning the user cannot act on, ignored only where they read it.
+CHECKPOINTING_DEPRECATION = r"`is_gradient_checkpointing` is deprecated"
+
+
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Build a PeftModel without transformers' `is_gradient_checkpointing` FutureWarning (that one alone)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=CHECKPOINTING_DEPRECATION, category=FutureWarning)
+        yield
 
 
 # ----------------------------------------------------------------------------------------------------- the SVD
@@ -259,11 +274,12 @@ class TinyLoraModel(peft_model.TinyLoraModel):
 
     @staticmethod
     def _create_new_module(config, tinylora_v, v_key, adapter_name, target, **kwargs):
-        import bitsandbytes as bnb
-
         base = target.get_base_layer() if isinstance(target, peft_layer.TinyLoraLayer) else target
-        if isinstance(base, bnb.nn.Linear4bit):
-            return TinyLoraLinear4bit(target, tinylora_v, v_key, adapter_name, config, **kwargs)
+        if type(base).__module__.startswith("bitsandbytes."):  # NF4: a dense model never needs bitsandbytes
+            import bitsandbytes as bnb
+
+            if isinstance(base, bnb.nn.Linear4bit):
+                return TinyLoraLinear4bit(target, tinylora_v, v_key, adapter_name, config, **kwargs)
         if type(base) is nn.Linear:
             return TinyLoraLinear(target, tinylora_v, v_key, adapter_name, config, **kwargs)
         return peft_model.TinyLoraModel._create_new_module(config, tinylora_v, v_key, adapter_name, target, **kwargs)
@@ -392,7 +408,8 @@ def apply_tiny_lora(
         tinylora_dropout=dropout,
         init_weights=True,
     )
-    peft = get_peft_model(model, config)
+    with peft_quietly():
+        peft = get_peft_model(model, config)
     if plan.group_of:
         _rewire(peft, plan.group_of)
     ensure_v_fp32(peft)
@@ -482,7 +499,8 @@ def load_tiny_lora(base_model: nn.Module, adapter_dir: str | os.PathLike, traina
     """
     verify_adapter_files(adapter_dir)
     try:
-        model = PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=trainable)
+        with peft_quietly():
+            model = PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=trainable)
     except RuntimeError as err:  # size mismatch: another base model
         lines = [line.strip() for line in str(err).splitlines()]
         reason = next((line for line in lines if "size mismatch" in line), lines[0])

@@ -94,7 +94,9 @@ def parse_with_trl(dataclass_types: tuple, argv: list[str], prog: str, usage: st
     if "--config" in argv and not (config and Path(config[0]).is_file()):
         raise data.UsageError(f"config file {config[0] if config else '(none given)'} not found")
     try:
-        ours, trainer_args = parser.parse_args_and_config(argv)
+        with warnings.catch_warnings():  # TRL's configs still set the old name transformers 5 deprecated, not the user
+            warnings.filterwarnings("ignore", message=r"`gradient_checkpointing` is deprecated", category=FutureWarning)
+            ours, trainer_args = parser.parse_args_and_config(argv)
     except ValueError as err:  # TRL/transformers validate their own fields
         raise data.UsageError(str(err).splitlines()[0])
     if ours.train_data:
@@ -492,6 +494,12 @@ def make_trainer_class():
 def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, callbacks: list, info: dict,
                  sampler: sampling.SamplerSettings = sampling.SamplerSettings("exact")):
     """The GRPO trainer (batch sizes that num_generations does not divide raise data.UsageError with TRL's line)."""
+    import tinylora
+
+    # TRL's generation reads `model.is_gradient_checkpointing` at every step (trl/models/utils.py), a property
+    # transformers 5 deprecated with a FutureWarning the user cannot act on: that one warning is ignored for the run.
+    warnings.filterwarnings("ignore", message=tinylora.CHECKPOINTING_DEPRECATION, category=FutureWarning,
+                            module=r"transformers\.modeling_utils")
     try:
         return make_trainer_class()(model=model, reward_funcs=[reward], args=grpo, train_dataset=dataset,
                                     processing_class=tokenizer, callbacks=callbacks, run_info=info,

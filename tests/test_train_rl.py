@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,36 @@ def test_bad_arguments_exit_2_with_one_line(argv, message):
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_short_run_prints_no_library_warning():
+    """A quiet start: no FutureWarning of transformers 5 read by PEFT or TRL (`gradient_checkpointing`,
+    `is_gradient_checkpointing`), no bitsandbytes kernel note, no other warning; the run's own lines only."""
+    with tempfile.TemporaryDirectory() as out:
+        run = subprocess.run([sys.executable, "train_rl.py", "32", "4", "--config", "configs/tiny_cpu.yaml",
+                              "--max_steps", "1", "--output_dir", out], cwd=ROOT, capture_output=True, text=True,
+                             timeout=600)
+    console = run.stdout + run.stderr
+    assert run.returncode == 0, console[-2000:]
+    noisy = [line for line in console.splitlines() if "Warning" in line or "warnings.warn" in line
+             or "checkpointing" in line or data.BITSANDBYTES_KERNEL_NOTE in line]
+    assert not noisy, noisy
+
+
+def test_scripts_drop_the_bitsandbytes_kernel_note_alone(caplog):
+    """bitsandbytes logs it at import on AVX512-bf16 CPUs (not this one, perhaps): a script's main drops it and
+    nothing else from that logger."""
+    import logging
+
+    @data.script_main
+    def main():
+        logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+        logger.warning(f"{data.BITSANDBYTES_KERNEL_NOTE}: No module named 'kernels'. Please make sure you already "
+                       "`pip install kernels` and the kernels >= 0.11.1")
+        logger.warning("another bitsandbytes warning")
+
+    main()
+    assert [record.getMessage() for record in caplog.records] == ["another bitsandbytes warning"]
 
 
 def test_the_parser_raises_a_usage_error_a_caller_can_catch():
