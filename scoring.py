@@ -17,18 +17,14 @@ import torch.nn.functional as F
 
 
 def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[list[int]] | None:
-    """Rows with the same prompt, as runs of adjacent rows (GRPO's sampler lays a prompt's G completions side by
-    side); None when equal prompts are not adjacent or no prompt repeats, where nothing is gained."""
-    keys = [tuple(ids[mask.bool()].tolist()) for ids, mask in zip(prompt_ids, prompt_mask)]
-    groups: list[list[int]] = []
-    for row, key in enumerate(keys):
-        if groups and keys[groups[-1][0]] == key:
-            groups[-1].append(row)
-        else:
-            groups.append([row])
-    if len({keys[g[0]] for g in groups}) != len(groups) or all(len(g) == 1 for g in groups):
+    """Row indices grouped by equal prompt, in order of first appearance (TRL shuffles a step's rows, so a prompt's
+    G completions are not side by side); None when no prompt repeats, where nothing is gained."""
+    groups: dict[tuple, list[int]] = {}
+    for row, (ids, mask) in enumerate(zip(prompt_ids, prompt_mask)):
+        groups.setdefault(tuple(ids[mask.bool()].tolist()), []).append(row)
+    if len(groups) == len(prompt_ids):
         return None
-    return groups
+    return list(groups.values())
 
 
 def _cache_keyword(model) -> str:

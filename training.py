@@ -428,6 +428,7 @@ def score_completion_positions_only() -> None:
 def make_trainer_class():
     """GRPOTrainer with fp32 v and atomic, manifest-checked checkpoints (imported lazily: TRL is slow to import)."""
     from trl import GRPOTrainer
+    from trl.extras.profiling import profiling_decorator
 
     import tinylora
 
@@ -458,6 +459,7 @@ def make_trainer_class():
         def _get_output_dir(self, trial):
             return str(self._staging) if self._staging else super()._get_output_dir(trial)
 
+        @profiling_decorator  # as TRL's own: its timing (logs, bench/bench_step.py) keeps seeing the scoring pass
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                                batch_size=None, compute_entropy=False, compute_aux_loss=False, **media):
             """TRL's scoring pass, computed with one forward per distinct prompt and no padding (scoring.py) for

@@ -4,6 +4,8 @@
     python bench/run.py --preset 3b --quant nf4       # Qwen2.5-Coder-3B shapes, random weights, one GPU
     python bench/run.py --preset 3b --new_tokens 64   # the same with shorter completions, for a short GPU lease
     python bench/run.py --preset smollm2              # one real GRPO step of SmolLM2 on CPU, split into its parts
+    python bench/run.py --preset qwen05               # Qwen2.5-Coder-0.5B on CPU: held-out sampling against plain
+                                                      # generate, then one real GRPO step split into its parts
 
 Stages (--only): adapter_init (truncated vs full SVD of every projection), forward (adapted vs base), rollout
 (generation tokens/s, adapted vs base), grpo_step (one step of train_rl.py's trainer: seconds, peak memory),
@@ -30,7 +32,8 @@ import bench_model  # noqa: E402
 STAGES = ("adapter_init", "forward", "rollout", "grpo_step", "judge")
 QUANTS = {"nf4": ["nf4"], "bf16": ["bf16"], "both": ["nf4", "bf16"]}
 JUDGE_SIZE = {"cpu": (4, 3), "3b": (64, 10)}  # (programs, tests): bench_judge's --quick and its default
-REAL_STEP, REAL_STEP_CONFIG = "smollm2", "configs/smollm2_cpu.yaml"
+REAL_STEPS = {"smollm2": "configs/smollm2_cpu.yaml", "qwen05": "configs/qwen05_cpu.yaml"}  # real models, CPU
+STEP_GOAL_S = {"smollm2": 90, "qwen05": 120}  # the issues' goals for one step on 2 cores
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,9 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     parser = data.ArgumentParser(prog="bench/run.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted([*bench_model.PRESETS, REAL_STEP]), default="cpu",
+    parser.add_argument("--preset", choices=sorted([*bench_model.PRESETS, *REAL_STEPS]), default="cpu",
                         help="cpu: small same-structure model (CI); 3b: Qwen2.5-Coder-3B-Instruct's config (GPU); "
-                             f"{REAL_STEP}: one GRPO step of train_rl.py --config {REAL_STEP_CONFIG}, real model and judge")
+                             "smollm2 / qwen05: one GRPO step of train_rl.py with configs/<model>_cpu.yaml, real model "
+                             "and judge (qwen05 first times held-out sampling against plain generate)")
     parser.add_argument("--quant", choices=sorted(QUANTS), default="both",
                         help="base precision: nf4 (4-bit), bf16 (fp32 on CPU), or both (default)")
     parser.add_argument("--only", default=",".join(STAGES),
@@ -58,8 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         data.cli_error(f"--only: unknown stage(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(STAGES)}")
     if args.threads is not None and args.threads < 1:
         data.cli_error("--threads must be a positive integer")
-    if args.new_tokens is not None and (args.new_tokens < 1 or args.preset == REAL_STEP):
-        data.cli_error(f"--new_tokens must be a positive integer, for the model presets ({REAL_STEP}'s config sets "
+    if args.new_tokens is not None and (args.new_tokens < 1 or args.preset in REAL_STEPS):
+        data.cli_error("--new_tokens must be a positive integer, for the model presets (a real model's config sets "
                        "its completion length)")
     import torch
 
@@ -111,28 +115,36 @@ def run_stage(results: dict, key: str, fn, *args) -> None:
 
 
 def run_real_step(args, argv: list[str] | None, device: str) -> dict:
-    """`--preset smollm2`: profile one step of train_rl.py with configs/smollm2_cpu.yaml (bench/bench_step.py)."""
+    """`--preset smollm2|qwen05`: profile one step of train_rl.py with its CPU config (bench/bench_step.py); for
+    qwen05 first held-out sampling end to end against plain generate (bench/bench_sampling.py)."""
     import tempfile
 
+    import bench_sampling
     import bench_step
 
-    report = {"preset": REAL_STEP, "config": REAL_STEP_CONFIG, "machine": machine(device),
+    config = REAL_STEPS[args.preset]
+    report = {"preset": args.preset, "config": config, "machine": machine(device),
               "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "load_average_before": os.getloadavg()}
     started = time.perf_counter()
+    if args.preset == "qwen05":
+        report["sampling"] = bench_sampling.measure()
+        print(bench_sampling.table(report["sampling"]))
     with tempfile.TemporaryDirectory(prefix="bench-step-") as out_dir:
-        report["results"] = bench_step.measure(["32", "28", "--config", REAL_STEP_CONFIG, "--max_steps", "1",
+        report["results"] = bench_step.measure(["32", "28", "--config", config, "--max_steps", "1",
                                                 "--save_steps", "1000000", "--output_dir", out_dir])
     report["total_s"] = time.perf_counter() - started
     report["load_average_after"] = os.getloadavg()
     report["machine"]["torch_threads"] = report["results"]["threads"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
-    print(f"\n{REAL_STEP} step on {report['machine']['name']} ({report['machine']['cores']} cores, load average "
+    print(f"\n{args.preset} step on {report['machine']['name']} ({report['machine']['cores']} cores, load average "
           f"{report['load_average_before'][0]:.1f} before, {report['load_average_after'][0]:.1f} after), "
           f"{report['date']}, {report['total_s']:.0f} s; JSON in {args.out}\n")
-    print(real_step_table(report["results"]))
+    if "sampling" in report:
+        print(bench_sampling.table(report["sampling"]) + "\n")
+    print(real_step_table(report["results"], STEP_GOAL_S[args.preset]))
     return report
 
 
@@ -193,13 +205,13 @@ def table(report: dict) -> str:
     return "\n".join(rows)
 
 
-def real_step_table(r: dict) -> str:
+def real_step_table(r: dict, goal_s: float) -> str:
     """One real GRPO step: ratios first (against the goal, plain generate, the matmul bound), then seconds."""
     parts, passes = r["parts_s"], r["passes"]
     plain = r["plain_generate_tok_s"]
     bound = r["rollout_matmul_bound_tok_s"]
     rows = ["| quantity | measured | reference (same run) | ratio |", "|---|---|---|---|",
-            f"| GRPO step | {r['step_s']:.0f} s | goal 90 s | {r['step_s'] / 90:.2f} |",
+            f"| GRPO step | {r['step_s']:.0f} s | goal {goal_s:.0f} s | {r['step_s'] / goal_s:.2f} |",
             f"| rollout in the step (real tokens) | {r['rollout_tok_s']:.1f} tok/s | plain generate, adapted, "
             f"{r['plain_generate_tokens']} tokens: {plain['adapted']:.1f} tok/s | {r['rollout_tok_s'] / plain['adapted']:.2f} |",
             f"| plain generate, adapted | {plain['adapted']:.1f} tok/s | plain generate, base: {plain['base']:.1f} tok/s | "
@@ -243,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tqdm import tqdm
 
     device = modeling.default_device()
-    if args.preset == REAL_STEP:
+    if args.preset in REAL_STEPS:
         return run_real_step(args, argv, device)
     preset = bench_model.PRESETS[args.preset]
     if args.new_tokens:

@@ -154,23 +154,27 @@ def profile_tiny_step(tmp_path: Path, *extra: str) -> dict:
 
 
 def test_real_model_config_makes_one_pass_with_grad_and_no_extra_log_prob_pass(tmp_path):
-    """configs/smollm2_cpu.yaml's step is generation + one forward with grad + its backward: nothing else."""
+    """configs/smollm2_cpu.yaml's step is generation + one scoring pass with grad + its backward: nothing else. The
+    scoring pass (scoring.py) runs each of the 2 prompts once and then its 4 completions: 4 forwards, 2 per group."""
     step = profile_tiny_step(tmp_path)
     import bench_step  # importable once profile_tiny_step has put bench/ on the path
 
     passes = step["passes"]
     assert passes["logprob_calls_no_grad"] == 0 and passes["logprob_calls_with_grad"] == 1
-    assert passes["with_grad_forwards"] == [(8, passes["with_grad_forwards"][0][1])]  # all 8 rows in one pass
-    assert passes["decode_forwards"] <= 8 - 1 and passes["long_no_grad_forwards"] == 1  # prefill only
+    forwards = passes["with_grad_forwards"]
+    assert [rows for rows, _ in forwards] == [1, 4, 1, 4]  # prompt once, then its completions, per group
+    assert forwards[1][1] == forwards[3][1] == 9  # the last prompt token + at most 8 completion tokens
+    # one shared prefill of the prompts but their last token, which the first of at most 8 decode steps reads
+    assert passes["decode_forwards"] <= 8 and passes["long_no_grad_forwards"] == 1
     assert step["parts_s"]["backward"] > 0 and step["parts_s"]["generation"] > 0
     assert step["mixed_precision"] == "no"  # TRL's bf16=True default must not reach a CPU run's autocast
-    seq = passes["with_grad_forwards"][0][1]
-    assert step["with_grad_tokens"] == 8 * seq and 0 < step["prefill_tokens"] < 8 * seq  # the prompt part only
+    assert step["with_grad_tokens"] == sum(rows * seq for rows, seq in forwards)
+    assert 0 < step["prefill_tokens"] < 8 * (forwards[0][1] + 1)  # generation's prompt part only
     rates = {"plain_generate_tokens": 8, "plain_generate_tok_s": {"adapted": 9.0, "base": 10.0}, "threads": 1,
              "matmul_flop_s": {"decode": 1e9, "scoring": 2e9}, "flops_per_token": 3e5, "peak_rss_bytes": 2**30,
              "rollout_matmul_bound_tok_s": 1e3, "weight_stream_bytes_s": 1e9}
     step.update(rates, bound_s=bench_step.part_bounds(step, 2e5, 1e5, 2e9, 1e9))
-    table = load_script("bench/run").real_step_table(step)  # what `bench/run.py --preset smollm2` prints
+    table = load_script("bench/run").real_step_table(step, 90)  # what `bench/run.py --preset smollm2` prints
     assert "| GRPO step at this CPU's rates |" in table and "| backward |" in table
     assert set(step["minor_faults"]) == {"generation", "forward_with_grad", "backward"}
     assert "| first touch of fresh memory" in table
@@ -227,6 +231,7 @@ def test_part_bounds_price_each_part_at_the_given_rates():
 
 
 def test_the_pass_counter_sees_an_old_log_prob_pass(tmp_path):
-    """num_iterations 2 makes TRL score the batch once more without grad (the old policy's log-probs): counted."""
+    """num_iterations 2 makes TRL score the batch once more without grad (the old policy's log-probs): counted, as
+    generation's prefill + that pass's 2 groups x (prompt, completions)."""
     step = profile_tiny_step(tmp_path, "--num_iterations", "2")
-    assert step["passes"]["logprob_calls_no_grad"] == 1 and step["passes"]["long_no_grad_forwards"] == 2
+    assert step["passes"]["logprob_calls_no_grad"] == 1 and step["passes"]["long_no_grad_forwards"] == 1 + 4
