@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> Path:
                                                        sampler))
     trainer = training.grpo_trainer(model, tokenizer, reward, grpo, dataset, callbacks, info, sampler)
     if ours.compare_before_after:
+        problems = training.comparison_problems(ours, problems, grpo.seed)
         before = training.sample_training_problems(model, tokenizer, problems, ours, grpo, prompt, reward, "before",
                                                    sampler)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

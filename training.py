@@ -60,6 +60,9 @@ class TinyLoraArguments:
         default=False, metadata={"help": "sample the training problems before and after training and compare"}
     )
     eval_samples: int = field(default=16, metadata={"help": "samples per problem for --compare_before_after"})
+    compare_split: str = field(
+        default="train", metadata={"help": "what --compare_before_after samples: train (the training problems) | test "
+                                           "(the dataset's test split, held out, judged on all tests as test.py does)"})
     export_lora: bool = field(
         default=False, metadata={"help": "also write the final adapter as a standard PEFT LoRA to OUTPUT_DIR/final_lora"}
     )
@@ -120,6 +123,10 @@ def parse_grpo_args(argv: list[str] | None = None):
         raise data.UsageError("--test_selection is first|longest")
     if ours.sampler not in (None, *sampling.SAMPLER_WEIGHTS):
         raise data.UsageError(f"--sampler is {'|'.join(sampling.SAMPLER_WEIGHTS)}")
+    if ours.compare_split not in ("train", "test"):
+        raise data.UsageError("--compare_split is train|test")
+    if ours.compare_split == "test" and ours.dataset not in data.DATASETS:
+        raise data.UsageError("--compare_split test needs a named --dataset with a test split, not a .jsonl file")
     return ours, grpo
 
 
@@ -542,12 +549,22 @@ def validation_callback(tokenizer, val_problems: list[dict], ours: TinyLoraArgum
     return ValidationCallback()
 
 
+def comparison_problems(ours: TinyLoraArguments, training_problems: list[dict], seed: int) -> list[dict]:
+    """The problems --compare_before_after samples: the training problems, or the dataset's held-out test split."""
+    if ours.compare_split == "train":
+        return training_problems
+    try:
+        return data.load_problems(ours.dataset, "test", None, seed)
+    except (OSError, ValueError) as err:
+        raise data.UsageError(str(err).splitlines()[0]) from None
+
+
 def sample_training_problems(model, tokenizer, problems: list[dict], ours: TinyLoraArguments, grpo,
                              prompt: data.PromptSettings, reward: utils.CodeReward, label: str,
                              sampler: sampling.SamplerSettings) -> dict:
-    """Sample the training problems as GRPO does (same prompt, temperature, length, and the training reward's
-    judge and tests), scored as evaluation.py scores (seed scheme, unscaled: comparable with test.py); written to
-    OUTPUT_DIR/eval_<label>."""
+    """Sample `problems` as GRPO does (same prompt, temperature, length), scored as evaluation.py scores (seed
+    scheme, unscaled: comparable with test.py) on the training reward's judge and tests for the training problems,
+    on all tests for held-out ones (--compare_split test); written to OUTPUT_DIR/eval_<label>."""
     import evaluation
 
     settings = evaluation.GenerationSettings(
@@ -555,8 +572,9 @@ def sample_training_problems(model, tokenizer, problems: list[dict], ours: TinyL
         batch_size=max(grpo.per_device_train_batch_size, ours.eval_samples), seed=grpo.seed,
         sampler=sampler.weights,
     )
-    scoring = evaluation.evaluation_reward(dataclasses.replace(reward.judge, binary=False))
-    samples, summary = evaluation.evaluate(model, tokenizer, problems, settings, scoring, prompt=prompt)
+    judge = dataclasses.replace(reward.judge, binary=False) if ours.compare_split == "train" else evaluation.EVAL_JUDGE
+    samples, summary = evaluation.evaluate(model, tokenizer, problems, settings, evaluation.evaluation_reward(judge),
+                                           prompt=prompt)
     summary["label"] = label
     evaluation.write_outputs(Path(grpo.output_dir) / f"eval_{label}", samples, summary)
     return summary

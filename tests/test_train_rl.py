@@ -203,6 +203,7 @@ def test_demo_config_trains_on_the_warm_start_problems():
         (["32", "5", "--reward_scheme", "partial"], "unknown reward scheme 'partial'"),
         (["32", "5", "--no_such_flag"], "no_such_flag"),
         (["32", "5", "--sampler", "fp8"], "--sampler is int8|exact"),
+        (["32", "5", "--compare_split", "valid"], "--compare_split is train|test"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, message):
@@ -427,3 +428,16 @@ def test_grouped_scoring_gives_trl_log_probs_entropies_and_v_gradient(coder, tem
     shuffled = [4, 0, 2, 5, 1, 3]  # as TRL lays out a step's rows
     logps_shuffled, _ = scoring.grouped_logps(model, input_ids[shuffled], mask[shuffled], length)
     assert torch.allclose(logps_shuffled, logps[shuffled].detach(), atol=1e-5)
+
+
+def test_before_after_on_the_held_out_test_split(coder, tmp_path):
+    """--compare_split test: the paired before/after runs on the dataset's test problems (judged on all their tests),
+    never on the problems trained on, as README's first command runs it on the real model."""
+    run(tmp_path, "--no_quant", "--max_steps", "1", "--save_steps", "5", "--compare_before_after",
+        "--compare_split", "test", "--eval_samples", "1", "--max_completion_length", "16")
+    before = json.loads((tmp_path / "eval_before" / "summary.json").read_text())
+    after = json.loads((tmp_path / "eval_after" / "summary.json").read_text())
+    test_ids = {p["id"] for p in data.load_problems("sample", "test")}
+    assert set(before["run"]["problem_ids"]) == set(after["run"]["problem_ids"]) == test_ids
+    assert not test_ids & set(WARM.split(","))
+    assert before["run"]["judge"]["max_tests"] == 0  # all tests, as test.py judges
