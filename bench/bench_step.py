@@ -215,7 +215,9 @@ def summarize(record: StepRecord) -> dict:
         "optimizer": record.optimizer[1] - record.optimizer[0],
     }
     parts["other"] = step - sum(parts.values())
-    rows = record.forwards[0][0]  # the generation batch: prompts x num_generations
+    # the generation batch, prompts x num_generations: the decode steps' rows (the prefill may hold only the distinct
+    # prompts, sampling.generate_shared_prefill)
+    rows = max((b for b, s, g in record.forwards if s == 1 and not g), default=record.forwards[0][0])
     logprob_calls = [s.grad for s in record.sections if s.name.endswith("_get_per_token_logps_and_entropies")]
     completion_tokens = record.logs.get("completions/mean_length", 0.0) * rows
     with_grad = [(b, s) for b, s, g in record.forwards if g]
