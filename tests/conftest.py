@@ -5,6 +5,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 # ../shared/realdata next to the checkout, or next to a parent folder (worktrees live one level deeper)
 SHARED_REALDATA = next((p / "shared" / "realdata" for p in ROOT.parents if (p / "shared" / "realdata").is_dir()),
@@ -50,3 +52,15 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny model is too small to share between threads: on 2 busy cores, two torch threads make generation
+    20x slower than one (they spin waiting for each other). Use with pytestmark = usefixtures("one_torch_thread")."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

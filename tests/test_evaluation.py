@@ -23,14 +23,7 @@ FAST = ["--model", "tiny", "--no_quant", "--dataset", "sample", "--max_new_token
 test_cli, validate_cli = load_script("test"), load_script("validate")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The tiny model is too small to share between threads: on 2 busy cores, two torch threads make generation
-    20x slower than one (they spin waiting for each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
