@@ -470,8 +470,10 @@ def make_trainer_class():
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                                batch_size=None, compute_entropy=False, compute_aux_loss=False, **media):
             """TRL's scoring pass, computed with one forward per distinct prompt and no padding (scoring.py) for
-            text-only batches whose prompts repeat; anything else goes through TRL's own pass."""
-            if not compute_aux_loss and all(v is None for v in media.values()):
+            text-only batches whose prompts repeat on an unwrapped model; anything else goes through TRL's own pass
+            (a DDP-wrapped model expects one forward per backward, and grouped scoring makes two per prompt)."""
+            unwrapped = self.accelerator.unwrap_model(model) is model
+            if unwrapped and not compute_aux_loss and all(v is None for v in media.values()):
                 with self.accelerator.autocast():
                     grouped = scoring.grouped_logps(model, input_ids, attention_mask, logits_to_keep, compute_entropy)
                 if grouped is not None:
