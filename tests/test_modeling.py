@@ -321,8 +321,9 @@ def test_qwen_alias_loads_the_pinned_file_and_answers_in_chatml(qwen):
 
 
 @needs_qwen
-@pytest.mark.parametrize("tie, groups", [("all", 1), ("structured", 7), ("layer", 24), ("groups:4", 4),
-                                         ("module", QWEN_PROJECTIONS)])
+@pytest.mark.parametrize("tie, groups", [("all", 1), *(pytest.param(tie, n, marks=pytest.mark.slow) for tie, n in
+                                                       [("structured", 7), ("layer", 24), ("groups:4", 4),
+                                                        ("module", QWEN_PROJECTIONS)])])  # 168 SVDs each: CI's slow run
 def test_tiny_lora_on_qwen_covers_24x7_projections_in_every_tie_mode(qwen, tie, groups):
     model, _ = qwen
     adapted = tinylora.apply_tiny_lora(model, u=32, tie=tie)
