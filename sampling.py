@@ -161,12 +161,12 @@ def logprob_drift(exact: nn.Module, sampled: nn.Module, input_ids: torch.Tensor,
             "greedy_agreement": (exact_lp.argmax(-1) == copy_lp.argmax(-1)).float().mean().item()}
 
 
-def _cache_argument(function, cache) -> dict:
-    """transformers 5.x renamed `past_key_values` to `cache` in forward and generate (the old name warns); older
-    releases know only the old name."""
+def cache_keyword(model: nn.Module) -> str:
+    """transformers 5.x calls the cache `cache` in forward and generate (the old `past_key_values` warns); older
+    releases know only the old name. Read from the transformers model's forward (a PeftModel's takes **kwargs)."""
     import inspect
 
-    return {"cache" if "cache" in inspect.signature(function).parameters else "past_key_values": cache}
+    return "cache" if "cache" in inspect.signature(_base_of(model).forward).parameters else "past_key_values"
 
 
 def generate_shared_prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -196,8 +196,8 @@ def generate_shared_prefill(model: nn.Module, input_ids: torch.Tensor, attention
     positions = (prefix_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: count from each prompt's first token
     with torch.no_grad():
         model(input_ids=input_ids[distinct, :-1], attention_mask=prefix_mask, position_ids=positions, use_cache=True,
-              logits_to_keep=1, **_cache_argument(model.forward, cache))
+              logits_to_keep=1, **{cache_keyword(model): cache})
     cache.batch_repeat_interleave(int(counts[0]))  # (distinct · copies, heads, prompt - 1, head_dim) per layer
     out = generate(model, input_ids=ids, attention_mask=mask, generation_config=generation_config,
-                   **_cache_argument(model.forward, cache), **kwargs)  # (rows, prompt + new), in `order`
+                   **{cache_keyword(model): cache}, **kwargs)  # (rows, prompt + new), in `order`
     return out[torch.argsort(torch.tensor(order))]

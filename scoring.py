@@ -10,10 +10,10 @@ real token never sees a later one. Gradients reach v through the prompt's keys a
 """
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
+
+import sampling
 
 
 def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[list[int]] | None:
@@ -25,12 +25,6 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[l
     if len(groups) == len(prompt_ids):
         return None
     return list(groups.values())
-
-
-def _cache_keyword(model) -> str:
-    """transformers 5.x calls the cache `cache` (the old `past_key_values` warns); older releases only know the old."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def grouped_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
@@ -48,7 +42,7 @@ def grouped_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     groups = prompt_groups(input_ids[:, :prompt_len], attention_mask[:, :prompt_len])
     if groups is None:
         return None
-    keyword = _cache_keyword(model)
+    keyword = sampling.cache_keyword(model)
     logps, entropies = [None] * len(input_ids), [None] * len(input_ids)
     for rows in groups:
         first = rows[0]
