@@ -289,7 +289,7 @@ def evaluate(model, tokenizer, problems: list[dict], settings: GenerationSetting
     summary = {
         "run": {"problem_ids": [p["id"] for p, _ in kept], "skipped_ids": [s["id"] for s in skipped],
                 "prompts_sha256": prompts_sha256(kept), "prompt": prompt.to_dict(),
-                "generation": dataclasses.asdict(settings), "judge": json.loads(json.dumps(judge)), "reward": scoring},
+                "generation": dataclasses.asdict(settings), "draw": sampling.draw_name(settings.sampler), "judge": json.loads(json.dumps(judge)), "reward": scoring},
         "metrics": compute_metrics(samples, ks, elapsed),
         "timing": {"generate_s": generate_s, "judge_s": elapsed - generate_s, "total_s": elapsed},
         "skipped": skipped,

@@ -141,7 +141,7 @@ class Sampler:
         if stale:
             self._copy, self._version, self._source = None, None, None  # free the old copy before building the new
             fresh = int8_copy(model)
-            fresh.generate = types.MethodType(generate_shared_prefill, fresh)  # callers' generate shares prefills
+            fresh.generate = types.MethodType(copy_generate, fresh)  # callers' generate: shared prefills, fast draw
             self._copy, self._version, self._source = fresh, version, id(model)
         return self._copy
 
@@ -167,6 +167,51 @@ def cache_keyword(model: nn.Module) -> str:
     import inspect
 
     return "cache" if "cache" in inspect.signature(_base_of(model).forward).parameters else "past_key_values"
+
+
+class InverseCdfDraw:
+    """A logits processor that draws the next token itself: one uniform number per row against the softmax's
+    cumulative sum (fp64), then every other token's score to -inf, so that `generate`'s greedy argmax returns the
+    drawn token. The same categorical distribution as `generate`'s `torch.multinomial`, drawn from the same seeded
+    global RNG; multinomial instead spends one exponential number per vocabulary entry (Qwen's 151,936: 61 ms per
+    decode step at 8 rows on one core, against 9 ms here, a sixth of a 0.5B model's decode step).
+    """
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        cdf = scores.float().softmax(-1).double().cumsum(-1)  # (rows, vocab)
+        uniform = torch.rand(len(scores), 1, dtype=torch.float64, device=scores.device) * cdf[:, -1:]  # (rows, 1)
+        drawn = torch.searchsorted(cdf, uniform, right=True).clamp(max=scores.shape[-1] - 1)  # (rows, 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)  # (rows, vocab)
+
+
+# Sampling knobs whose warpers this module builds (transformers' own classes, in `generate`'s order); a config
+# that sets any other warper is drawn by `generate` itself.
+_OTHER_WARPERS = {"top_h": None, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+
+
+def inverse_cdf_config(config, processors: list | None = None):
+    """(config, logits processors) that draw `config`'s sampled tokens with InverseCdfDraw: `do_sample` off, and
+    transformers' temperature, top-k, top-p and min-p warpers followed by the draw, appended where `generate`
+    appends its warpers (after every other processor). Unchanged when `config` is greedy, beams or sets another
+    warper."""
+    from transformers.generation import (LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
+                                         TopKLogitsWarper, TopPLogitsWarper)
+
+    others = any(getattr(config, k, d) not in (None, d) for k, d in _OTHER_WARPERS.items())
+    if not config.do_sample or (config.num_beams or 1) > 1 or others:
+        return config, processors
+    warpers = list(processors or [])
+    if config.temperature is not None and config.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(config.temperature))
+    if config.top_k:
+        warpers.append(TopKLogitsWarper(config.top_k))
+    if config.top_p is not None and config.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(config.top_p))
+    if config.min_p is not None:
+        warpers.append(MinPLogitsWarper(config.min_p))
+    greedy = copy.deepcopy(config)
+    greedy.do_sample, greedy.temperature, greedy.top_k, greedy.top_p, greedy.min_p = False, None, None, None, None
+    return greedy, LogitsProcessorList([*warpers, InverseCdfDraw()])
 
 
 def generate_shared_prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -201,3 +246,18 @@ def generate_shared_prefill(model: nn.Module, input_ids: torch.Tensor, attention
     out = generate(model, input_ids=ids, attention_mask=mask, generation_config=generation_config,
                    **{cache_keyword(model): cache}, **kwargs)  # (rows, prompt + new), in `order`
     return out[torch.argsort(torch.tensor(order))]
+
+
+def copy_generate(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, generation_config,
+                  logits_processor: list | None = None, **kwargs) -> torch.Tensor:
+    """The sampling copy's `generate`: one prefill per distinct prompt, sampled tokens drawn by InverseCdfDraw."""
+    config, processors = inverse_cdf_config(generation_config, logits_processor)
+    if processors is not None:
+        kwargs["logits_processor"] = processors
+    return generate_shared_prefill(model, input_ids, attention_mask, config, **kwargs)
+
+
+def draw_name(weights: str) -> str:
+    """How a sampler draws a sampled token, recorded with every run: the int8 copy by inverse CDF, the exact model
+    by `generate`'s multinomial. Runs that drew differently see different random tokens and never pair."""
+    return "inverse_cdf" if weights == "int8" else "multinomial"

@@ -104,6 +104,51 @@ def test_one_prefill_per_prompt_really_prefills_once(tiny, monkeypatch):
     assert rows_prefilled == [3]  # three distinct prompts, not nine rows
 
 
+def test_inverse_cdf_draw_follows_the_softmax():
+    scores = torch.tensor([2.0, 0.0, float("-inf"), 1.0, -1.0, 0.5]).expand(40_000, -1)  # (rows, vocab)
+    torch.manual_seed(0)
+    out = sampling.InverseCdfDraw()(None, scores)  # (rows, vocab): 0 at the drawn token, -inf elsewhere
+    assert torch.equal((out == 0).sum(1), torch.ones(len(scores), dtype=torch.long))
+    freq = torch.bincount(out.argmax(1), minlength=6).double() / len(scores)
+    p = scores[0].double().softmax(0)
+    assert freq[2] == 0  # a token the warpers removed is never drawn
+    assert torch.all((freq - p).abs() <= 5 * (p * (1 - p) / len(scores)).sqrt() + 1e-9)
+
+
+def test_sampling_copy_draws_the_models_next_token_distribution(tiny):
+    """The copy's generate (shared prefill, inverse-CDF draw at T = 0.7 with top-k 5) against the exact softmax of
+    the same copy: the first new token of 3,000 samples of one prompt."""
+    model, tokenizer = tiny
+    enc = batch(tokenizer, copies=1)
+    ids, mask = enc.input_ids[:1].expand(3000, -1), enc.attention_mask[:1].expand(3000, -1)
+    copy = sampling.Sampler(sampling.SamplerSettings("int8")).model_for(model)
+    config = GenerationConfig(max_new_tokens=1, do_sample=True, temperature=0.7, top_k=5,
+                              pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(1)
+    first = copy.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, -1]  # (3000,)
+    with torch.no_grad():
+        logits = copy(input_ids=ids[:1], attention_mask=mask[:1]).logits[0, -1].double() / 0.7  # (vocab,)
+    top = logits.topk(5).indices
+    p = torch.zeros_like(logits)  # (vocab,): the softmax over the top 5, 0 elsewhere
+    p[top] = logits[top].softmax(0)
+    freq = torch.bincount(first, minlength=len(p)).double() / len(first)
+    assert set(first.unique().tolist()) <= set(top.tolist())
+    assert torch.all((freq - p).abs() <= 5 * (p * (1 - p) / len(first)).sqrt() + 1e-9)
+    torch.manual_seed(1)
+    again = copy.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, -1]
+    assert torch.equal(first, again)  # the same seed draws the same tokens
+
+
+def test_configs_with_other_warpers_or_greedy_are_left_to_generate():
+    greedy = GenerationConfig(do_sample=False)
+    assert sampling.inverse_cdf_config(greedy) == (greedy, None)
+    typical = GenerationConfig(do_sample=True, typical_p=0.9)
+    assert sampling.inverse_cdf_config(typical) == (typical, None)
+    config, processors = sampling.inverse_cdf_config(GenerationConfig(do_sample=True, temperature=0.8, top_p=0.9))
+    assert not config.do_sample and [type(p).__name__ for p in processors] == [
+        "TemperatureLogitsWarper", "TopPLogitsWarper", "InverseCdfDraw"]
+
+
 def test_logprob_drift_is_zero_against_itself_and_positive_against_int8(tiny):
     model, tokenizer = tiny
     enc = batch(tokenizer, copies=1)
@@ -121,3 +166,4 @@ def test_evaluation_records_and_uses_the_sampler(tiny, monkeypatch):
     settings = evaluation.GenerationSettings(max_new_tokens=4, batch_size=2, sampler="int8")
     _, summary = evaluation.evaluate(model, tokenizer, problems, settings, progress=False)
     assert built == [1] and summary["run"]["generation"]["sampler"] == "int8"
+    assert summary["run"]["draw"] == "inverse_cdf"
