@@ -68,6 +68,22 @@ def test_the_copy_is_rebuilt_when_v_moves_and_only_then(tiny):
         peft.unload()
 
 
+def test_outlier_channels_take_the_fp32_path():
+    """An input with one massive channel (as Qwen2's down_proj sees): split int8 stays close to fp32, plain int8
+    loses every ordinary channel to the outlier's scale."""
+    torch.manual_seed(0)
+    weight, bias = torch.randn(16, 64) / 8, torch.randn(16)  # (out, in), (out,)
+    x = torch.randn(3, 5, 64)  # (batch, seq, in)
+    x[1, 2, 7] = 900.0
+    exact = torch.nn.functional.linear(x, weight, bias)  # (batch, seq, out)
+    split = sampling.OutlierSplitLinear(weight, bias)(x)
+    plain = sampling._quantized_linear(weight, bias)(x)
+    split_err, plain_err = (split - exact).abs().max(), (plain - exact).abs().max()
+    assert split_err < 0.1 and plain_err > 10 * split_err
+    assert torch.allclose(sampling.OutlierSplitLinear(weight, bias)(x / 1000), sampling._quantized_linear(
+        weight, bias)(x / 1000))  # no outlier: exactly the int8 layer
+
+
 def test_unknown_sampler_is_a_typed_error():
     with pytest.raises(sampling.SamplingError, match="int8, exact"):
         sampling.SamplerSettings("fp8")
