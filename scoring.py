@@ -27,20 +27,45 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[l
     return list(groups.values())
 
 
+def layers_checkpointed(model) -> bool:
+    """Whether transformers' activation checkpointing is on for a layer that would run now (training, with grad):
+    such a layer drops the cache it is given (transformers.modeling_layers.GradientCheckpointingLayer), so a
+    completion pass would not see its prompt."""
+    return model.training and torch.is_grad_enabled() and any(
+        getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+def _score_group(model, prompt: torch.Tensor, suffix: torch.Tensor, labels: torch.Tensor,
+                 keyword: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probs, entropies), each (g, suffix - 1), of one group: the prompt (p,) through the model once, its keys
+    and values repeated for the g rows of `suffix` (g, 1 + longest): the prompt's last token, then the completions."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    model(input_ids=prompt[None, :-1], use_cache=True, logits_to_keep=1, **{keyword: cache})
+    cache.batch_repeat_interleave(len(suffix))  # (g, kv_heads, p - 1, head_dim) per layer, in v's graph
+    positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + suffix.shape[1], device=suffix.device)
+    out = model(input_ids=suffix, position_ids=positions.expand(len(suffix), -1), labels=labels, fused_lm_head=True,
+                **{keyword: cache})
+    return out.log_probs, out.entropy if out.entropy is not None else torch.zeros_like(out.log_probs)
+
+
 def grouped_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
-                  compute_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+                  compute_entropy: bool = False,
+                  recompute: bool = False) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """(log-probs, entropies or None), each (rows, logits_to_keep) and zero past a completion's end, as TRL's
     `_get_per_token_logps_and_entropies` returns them, computed group by group; None when the rows have no
-    repeated prompt (the caller then runs TRL's own pass).
+    repeated prompt or the model's layers are checkpointed (the caller then runs TRL's own pass).
+
+    `recompute` keeps only each group's outputs and recomputes its forward during the backward, one group at a
+    time: the peak memory of one group's activations instead of all of them, for one more forward.
 
     `model` is TRL's training model: a causal LM whose forward takes `fused_lm_head=True` and `labels` and returns
     per-token `log_probs` (and `entropy`) at the trainer's temperature (trl.trainer.utils.add_fused_lm_head).
     """
-    from transformers import DynamicCache
-
     prompt_len = input_ids.shape[1] - logits_to_keep
     groups = prompt_groups(input_ids[:, :prompt_len], attention_mask[:, :prompt_len])
-    if groups is None:
+    if groups is None or layers_checkpointed(model):
         return None
     keyword = sampling.cache_keyword(model)
     logps, entropies = [None] * len(input_ids), [None] * len(input_ids)
@@ -49,16 +74,17 @@ def grouped_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         prompt = input_ids[first, :prompt_len][attention_mask[first, :prompt_len].bool()]  # (p,) no padding
         completion_mask = attention_mask[rows, prompt_len:]  # (g, logits_to_keep)
         longest = int(completion_mask.sum(1).max())
-        cache = DynamicCache(config=model.config)
-        model(input_ids=prompt[None, :-1], use_cache=True, logits_to_keep=1, **{keyword: cache})  # once per group
-        cache.batch_repeat_interleave(len(rows))  # (g, kv_heads, p - 1, head_dim) per layer, in v's graph
         # The prompt's last token, then the completions cut at the group's longest: (g, 1 + longest)
         suffix = torch.cat([prompt[-1:].expand(len(rows), 1), input_ids[rows, prompt_len:prompt_len + longest]], 1)
         labels = suffix.masked_fill(F.pad(completion_mask[:, :longest], (1, 0), value=1) == 0, -100)
-        positions = torch.arange(len(prompt) - 1, len(prompt) + longest, device=suffix.device).expand(len(rows), -1)
-        out = model(input_ids=suffix, position_ids=positions, labels=labels, fused_lm_head=True, **{keyword: cache})
+        if recompute and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            group_logps, group_entropy = checkpoint(_score_group, model, prompt, suffix, labels, keyword,
+                                                    use_reentrant=False)
+        else:
+            group_logps, group_entropy = _score_group(model, prompt, suffix, labels, keyword)
         for i, row in enumerate(rows):  # (longest,) each, padded back to logits_to_keep with zeros
-            logps[row] = F.pad(out.log_probs[i], (0, logits_to_keep - longest))
-            if compute_entropy:
-                entropies[row] = F.pad(out.entropy[i], (0, logits_to_keep - longest))
+            logps[row] = F.pad(group_logps[i], (0, logits_to_keep - longest))
+            entropies[row] = F.pad(group_entropy[i], (0, logits_to_keep - longest))
     return torch.stack(logps), torch.stack(entropies) if compute_entropy else None

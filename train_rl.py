@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> Path:
         val_problems = training.validation_problems(ours, grpo.seed)
         callbacks.append(training.validation_callback(tokenizer, val_problems, ours, prompt, info, Path(grpo.output_dir),
                                                        sampler))
-    trainer = training.grpo_trainer(model, tokenizer, reward, grpo, dataset, callbacks, info, sampler)
+    trainer = training.grpo_trainer(model, tokenizer, reward, grpo, dataset, callbacks, info, sampler,
+                                     ours.recompute_scoring)
     if ours.compare_before_after:
         problems = training.comparison_problems(ours, problems, grpo.seed)
         before = training.sample_training_problems(model, tokenizer, problems, ours, grpo, prompt, reward, "before",

@@ -69,6 +69,9 @@ class TinyLoraArguments:
     sampler: str | None = field(
         default=None, metadata={"help": "weights that draw completions: int8 (v folded in, int8 layers; CPU fast path) "
                                         "| exact (default: int8 on CPU, exact on GPU)"})
+    recompute_scoring: bool = field(
+        default=False, metadata={"help": "recompute each prompt group's scoring forward during the backward: the "
+                                         "peak memory of one group's activations, one more forward per step"})
 
 
 def split_positionals(argv: list[str], default_config: Path | None = None) -> list[str]:
@@ -442,8 +445,10 @@ def make_trainer_class():
     score_completion_positions_only()
 
     class TinyLoraGRPOTrainer(GRPOTrainer):
-        def __init__(self, *args, run_info: dict, sampler: sampling.Sampler | None = None, **kwargs):
+        def __init__(self, *args, run_info: dict, sampler: sampling.Sampler | None = None,
+                     recompute_scoring: bool = False, **kwargs):
             super().__init__(*args, **kwargs)
+            self.recompute_scoring = recompute_scoring
             tinylora.ensure_v_fp32(self.model)  # TRL casts trainable params of 4-bit models to bf16
             run_log_callbacks(self)
             self.run_info = run_info
@@ -475,7 +480,8 @@ def make_trainer_class():
             unwrapped = self.accelerator.unwrap_model(model) is model
             if unwrapped and not compute_aux_loss and all(v is None for v in media.values()):
                 with self.accelerator.autocast():
-                    grouped = scoring.grouped_logps(model, input_ids, attention_mask, logits_to_keep, compute_entropy)
+                    grouped = scoring.grouped_logps(model, input_ids, attention_mask, logits_to_keep, compute_entropy,
+                                                    recompute=self.recompute_scoring)
                 if grouped is not None:
                     return (*grouped, None)
             return super()._get_per_token_logps_and_entropies(
@@ -503,7 +509,7 @@ def make_trainer_class():
 
 
 def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, callbacks: list, info: dict,
-                 sampler: sampling.SamplerSettings = sampling.SamplerSettings("exact")):
+                 sampler: sampling.SamplerSettings = sampling.SamplerSettings("exact"), recompute_scoring: bool = False):
     """The GRPO trainer (batch sizes that num_generations does not divide raise data.UsageError with TRL's line)."""
     import tinylora
 
@@ -514,7 +520,7 @@ def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, call
     try:
         return make_trainer_class()(model=model, reward_funcs=[reward], args=grpo, train_dataset=dataset,
                                     processing_class=tokenizer, callbacks=callbacks, run_info=info,
-                                    sampler=sampling.Sampler(sampler))
+                                    sampler=sampling.Sampler(sampler), recompute_scoring=recompute_scoring)
     except ValueError as err:
         raise data.UsageError(str(err).splitlines()[0])
 

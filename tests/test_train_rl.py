@@ -375,15 +375,21 @@ def test_cpu_scoring_puts_only_completion_tokens_through_the_lm_head(monkeypatch
 
 def test_grpo_draws_completions_from_the_sampling_copy(coder, tmp_path, monkeypatch):
     """With --sampler int8 (the CPU default) TRL's generation runs on the folded int8 copy, and the loss on the
-    trained model: v still trains in fp32. The copy is counted, not replaced."""
+    trained model: v still trains in fp32, also with --recompute_scoring. The copy is counted, not replaced."""
     import sampling
 
-    drawn = []
-    shared = sampling.generate_shared_prefill
+    import scoring
+
+    drawn, recomputed = [], []
+    shared, grouped = sampling.generate_shared_prefill, scoring.grouped_logps
     monkeypatch.setattr(sampling, "generate_shared_prefill",
                         lambda model, *a, **k: drawn.append(type(model).__name__) or shared(model, *a, **k))
-    final = run(tmp_path, "--no_quant", "--max_steps", "2", "--save_steps", "5", "--sampler", "int8")
+    monkeypatch.setattr(scoring, "grouped_logps",
+                        lambda *a, **k: recomputed.append(k["recompute"]) or grouped(*a, **k))
+    final = run(tmp_path, "--no_quant", "--max_steps", "2", "--save_steps", "5", "--sampler", "int8",
+                "--recompute_scoring")
     assert drawn == ["Qwen2ForCausalLM"] * 2  # one generation per step, on the copy (not the PeftModel)
+    assert recomputed and all(recomputed)  # --recompute_scoring reaches the scoring pass
     v = saved_v(final)
     assert v.dtype == torch.float32 and v.abs().sum() > 0
     assert tinylora.read_meta(final)["config"]["sampler"] == "int8"
@@ -428,6 +434,14 @@ def test_grouped_scoring_gives_trl_log_probs_entropies_and_v_gradient(coder, tem
     shuffled = [4, 0, 2, 5, 1, 3]  # as TRL lays out a step's rows
     logps_shuffled, _ = scoring.grouped_logps(model, input_ids[shuffled], mask[shuffled], length)
     assert torch.allclose(logps_shuffled, logps[shuffled].detach(), atol=1e-5)
+    model.zero_grad()
+    recomputed, _ = scoring.grouped_logps(model, input_ids, mask, length, recompute=True)  # one group at a time
+    (recomputed * mask[:, -length:]).sum().backward()
+    assert torch.equal(recomputed.detach(), logps.detach())
+    assert torch.allclose(tinylora.layer_v(next(iter(tinylora.adapted_modules(model).values()))).grad, grad)
+    model.train()
+    model.gradient_checkpointing_enable({"use_reentrant": False})  # its layers drop the cache: TRL's pass instead
+    assert scoring.grouped_logps(model, input_ids, mask, length) is None
 
 
 def test_before_after_on_the_held_out_test_split(coder, tmp_path):
