@@ -234,6 +234,18 @@ def inverse_cdf_config(config, processors: list | None = None):
     return greedy, LogitsProcessorList([*warpers, InverseCdfDraw()])
 
 
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[list[int]] | None:
+    """Row indices grouped by equal prompt (padding ignored), in order of first appearance (TRL shuffles a step's
+    rows, so a prompt's G completions are not side by side); None when no prompt repeats, where nothing is gained.
+    Generation shares a group's prefill and GRPO's scoring pass its prompt forward."""
+    groups: dict[tuple, list[int]] = {}
+    for row, (ids, mask) in enumerate(zip(prompt_ids, prompt_mask)):
+        groups.setdefault(tuple(ids[mask.bool()].tolist()), []).append(row)
+    if len(groups) == len(prompt_ids):
+        return None
+    return list(groups.values())
+
+
 def generate_shared_prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                             generation_config, **kwargs) -> torch.Tensor:
     """`model.generate` with one prefill per distinct prompt: GRPO's G completions of a prompt and evaluation's n
@@ -245,16 +257,13 @@ def generate_shared_prefill(model: nn.Module, input_ids: torch.Tensor, attention
     """
     from transformers import DynamicCache
 
-    rows = [tuple(r) for r in torch.cat([input_ids, attention_mask], 1).tolist()]
-    first: dict[tuple, int] = {}
-    unique = [first.setdefault(r, len(first)) for r in rows]  # each row's distinct prompt, numbered by first sight
-    order = sorted(range(len(rows)), key=lambda i: unique[i])  # copies of one prompt adjacent, in first-seen order
-    distinct = [order[0]] + [i for j, i in enumerate(order[1:], 1) if unique[i] != unique[order[j - 1]]]
-    counts = torch.bincount(torch.tensor(unique))  # (distinct,)
+    groups = prompt_groups(input_ids, attention_mask)
     generate = type(model).generate  # the class's: the sampling copy's own `generate` is this function
-    if len(distinct) == len(rows) or input_ids.shape[1] < 2 or any(c != counts[0] for c in counts):
+    if groups is None or input_ids.shape[1] < 2 or len({len(g) for g in groups}) > 1:
         return generate(model, input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
                         **kwargs)
+    order = [row for group in groups for row in group]  # copies of one prompt adjacent, in first-seen order
+    distinct = [group[0] for group in groups]
     ids, mask = input_ids[order], attention_mask[order]  # (rows, prompt), copies adjacent
     cache = DynamicCache(config=model.config)
     prefix_mask = attention_mask[distinct, :-1]  # (distinct, prompt - 1)
@@ -262,7 +271,7 @@ def generate_shared_prefill(model: nn.Module, input_ids: torch.Tensor, attention
     with torch.no_grad():
         model(input_ids=input_ids[distinct, :-1], attention_mask=prefix_mask, position_ids=positions, use_cache=True,
               logits_to_keep=1, **{cache_keyword(model): cache})
-    cache.batch_repeat_interleave(int(counts[0]))  # (distinct · copies, heads, prompt - 1, head_dim) per layer
+    cache.batch_repeat_interleave(len(groups[0]))  # (distinct · copies, heads, prompt - 1, head_dim) per layer
     out = generate(model, input_ids=ids, attention_mask=mask, generation_config=generation_config,
                    **{cache_keyword(model): cache}, **kwargs)  # (rows, prompt + new), in `order`
     return out[torch.argsort(torch.tensor(order))]

@@ -16,17 +16,6 @@ import torch.nn.functional as F
 import sampling
 
 
-def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[list[int]] | None:
-    """Row indices grouped by equal prompt, in order of first appearance (TRL shuffles a step's rows, so a prompt's
-    G completions are not side by side); None when no prompt repeats, where nothing is gained."""
-    groups: dict[tuple, list[int]] = {}
-    for row, (ids, mask) in enumerate(zip(prompt_ids, prompt_mask)):
-        groups.setdefault(tuple(ids[mask.bool()].tolist()), []).append(row)
-    if len(groups) == len(prompt_ids):
-        return None
-    return list(groups.values())
-
-
 def layers_checkpointed(model) -> bool:
     """Whether transformers' activation checkpointing is on for a layer that would run now (training, with grad):
     such a layer drops the cache it is given (transformers.modeling_layers.GradientCheckpointingLayer), so a
@@ -64,7 +53,7 @@ def grouped_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     per-token `log_probs` (and `entropy`) at the trainer's temperature (trl.trainer.utils.add_fused_lm_head).
     """
     prompt_len = input_ids.shape[1] - logits_to_keep
-    groups = prompt_groups(input_ids[:, :prompt_len], attention_mask[:, :prompt_len])
+    groups = sampling.prompt_groups(input_ids[:, :prompt_len], attention_mask[:, :prompt_len])
     if groups is None or layers_checkpointed(model):
         return None
     keyword = sampling.cache_keyword(model)

@@ -399,6 +399,7 @@ def test_grpo_draws_completions_from_the_sampling_copy(coder, tmp_path, monkeypa
 def test_grouped_scoring_gives_trl_log_probs_entropies_and_v_gradient(coder, temperature):
     """One prompt forward per group and no padding (scoring.py) computes what TRL's padded pass computes: the same
     per-token log-probs and entropies (zero past each completion's end) and the same gradient for v."""
+    import sampling
     import scoring
     from trl.trainer.utils import add_fused_lm_head
 
@@ -428,9 +429,9 @@ def test_grouped_scoring_gives_trl_log_probs_entropies_and_v_gradient(coder, tem
     assert torch.allclose(entropy[completion], trl_entropy[completion], atol=1e-4)
     assert (logps[~completion] == 0).all()
     assert torch.allclose(grad, trl_grad, rtol=1e-3, atol=1e-5), (grad, trl_grad)
-    assert scoring.prompt_groups(input_ids[:, :width], mask[:, :width]) == [[0, 1, 2], [3, 4, 5]]
-    assert scoring.prompt_groups(input_ids[[0, 3, 1], :width], mask[[0, 3, 1], :width]) == [[0, 2], [1]]
-    assert scoring.prompt_groups(input_ids[[0, 3], :width], mask[[0, 3], :width]) is None  # nothing repeats
+    assert sampling.prompt_groups(input_ids[:, :width], mask[:, :width]) == [[0, 1, 2], [3, 4, 5]]
+    assert sampling.prompt_groups(input_ids[[0, 3, 1], :width], mask[[0, 3, 1], :width]) == [[0, 2], [1]]
+    assert sampling.prompt_groups(input_ids[[0, 3], :width], mask[[0, 3], :width]) is None  # nothing repeats
     shuffled = [4, 0, 2, 5, 1, 3]  # as TRL lays out a step's rows
     logps_shuffled, _ = scoring.grouped_logps(model, input_ids[shuffled], mask[shuffled], length)
     assert torch.allclose(logps_shuffled, logps[shuffled].detach(), atol=1e-5)
