@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import conversion
 import data
 
 HUB_NAME = "deepmind/code_contests"
@@ -72,11 +73,11 @@ def enum_label(names: dict[int, str], number: object, column: str, notes: Counte
 
 
 def make_converter(split: str, args: argparse.Namespace, difficulties: set[str], rows, notes: Counter):
-    """The row -> (problem, dropped tests) function for one split; raises data.Skip with the reason.
+    """The row -> (problem, dropped tests) function for one split; raises conversion.Skip with the reason.
     `notes` counts unknown enum numbers and Codeforces rows whose difficulty letter disagrees with cf_index."""
     sources = {s.upper() for s in args.sources}
     source_names, difficulty_names = enum_names(rows, "source", SOURCES), enum_names(rows, "difficulty", DIFFICULTIES)
-    checkers = data.load_checkers(args.checkers)
+    checkers = conversion.load_checkers(args.checkers)
 
     def convert(row: dict, index: int) -> tuple[dict, int]:
         source = enum_label(source_names, row.get("source"), "source", notes)
@@ -85,31 +86,31 @@ def make_converter(split: str, args: argparse.Namespace, difficulties: set[str],
         if source == "CODEFORCES" and len(difficulty) == 1 and cf_index[:1].isalpha() and cf_index[0] != difficulty:
             notes["difficulty_disagrees_with_cf_index"] += 1
         if source not in sources:
-            raise data.Skip("source")
+            raise conversion.Skip("source")
         if difficulty not in difficulties:
-            raise data.Skip("difficulty")
+            raise conversion.Skip("difficulty")
         if args.max_cf_rating is not None and not 0 < (row.get("cf_rating") or 0) <= args.max_cf_rating:
-            raise data.Skip("cf_rating")
+            raise conversion.Skip("cf_rating")
         if row.get("input_file") or row.get("output_file"):
-            raise data.Skip("file_io")
+            raise conversion.Skip("file_io")
         name = row.get("name") or f"problem {index}"
         slug = re.sub(r"[^A-Za-z0-9]+", "_", name.split(". ")[0]).strip("_") or str(index)
         problem_id = f"code_contests/{split}/{slug}"
-        judging = data.judge_fields(row.get("description"), checkers.get(data.checker_key(problem_id)))
+        judging = conversion.judge_fields(row.get("description"), checkers.get(conversion.checker_key(problem_id)))
         tests, dropped = {}, 0
         budget = args.max_tests
         for group in data.TEST_GROUPS:
-            tests[group], n = data.cap_tests(test_list(row.get(f"{group}_tests")), budget, args.max_test_bytes)
+            tests[group], n = conversion.cap_tests(test_list(row.get(f"{group}_tests")), budget, args.max_test_bytes)
             budget, dropped = budget - len(tests[group]), dropped + n
         if not any(tests.values()):
-            raise data.Skip("no_tests" if not dropped else "tests_too_large")
+            raise conversion.Skip("no_tests" if not dropped else "tests_too_large")
         solutions = row.get("solutions") or {}
         cpp = [s for lang, s in zip(solutions.get("language") or [], solutions.get("solution") or [])
                if LANGUAGES.get(lang) == "CPP" and s and len(s.encode()) <= args.max_solution_bytes]
         time_limit = row.get("time_limit") or {}
         seconds = (time_limit.get("seconds") or 0) + (time_limit.get("nanos") or 0) / 1e9
         memory = row.get("memory_limit_bytes") or 0
-        problem = data.make_problem(
+        problem = conversion.make_problem(
             problem_id, "code_contests", split, name, row["description"], tests,
             time_limit_s=seconds or None, memory_limit_mb=memory // 1_000_000 or None, source=source,
             difficulty=difficulty, tags=row.get("cf_tags") or [], **judging,
@@ -125,7 +126,7 @@ def rows_for(split: str, local_dir: str | None, columns: list[str] | None = None
     (data/<split>-*.parquet); None when local_dir has no file for the split."""
     if local_dir:
         files = sorted(str(f) for f in Path(local_dir).rglob(f"{split}-*.parquet"))
-        return data.local_parquet_rows(files, columns) if files else None
+        return conversion.local_parquet_rows(files, columns) if files else None
     from datasets import load_dataset
 
     return load_dataset(HUB_NAME, split=split, streaming=True, columns=columns)
@@ -140,7 +141,7 @@ def held_out_statements(local_dir: str | None) -> set[str]:
             raise data.UsageError(f"--local_dir {local_dir} has no {split}-*.parquet, so training rows cannot be "
                                   f"checked against the {split} split; put the hub's {split} parquet files there too")
         try:
-            keys |= data.held_out_keys((row.get("description") for row in rows), f"held-out {split} statements")
+            keys |= conversion.held_out_keys((row.get("description") for row in rows), f"held-out {split} statements")
         except OSError as e:  # hub unreachable
             raise data.UsageError(f"{split} statements: {e}")
     return keys
@@ -182,9 +183,9 @@ def main(argv: list[str] | None = None) -> None:
         if rows is None:
             print(f"code_contests/{split}: no {split}-*.parquet under {args.local_dir}; skipped")
             continue
-        stats = data.ConvertStats()
+        stats = conversion.ConvertStats()
         convert = make_converter(split, args, difficulties, rows, stats.notes)
-        data.convert_split(rows, convert, out, split, held_out, f"code_contests/{split}", stats)
+        conversion.convert_split(rows, convert, out, split, held_out, f"code_contests/{split}", stats)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+import conversion
 import data
 
 HUB_NAME = "agentica-org/DeepCoder-Preview-Dataset"
@@ -37,60 +38,60 @@ def parse_metadata(raw: object) -> dict:
 
 
 def stdin_tests(raw: str) -> tuple[list[dict], int]:
-    """The four shapes of the `tests` string -> ([{input, output}], tests dropped); data.Skip for function-call
+    """The four shapes of the `tests` string -> ([{input, output}], tests dropped); conversion.Skip for function-call
     or malformed tests. lcbv5 [{input, output, testtype}], taco {inputs, outputs, fn_name?},
     primeintellect [{type, input, output, fn_name?}], codeforces [{input, output}]. Tests labelled functional
     inside a stdin problem are dropped: in real LCB dumps their inputs do not follow the statement's format."""
-    parsed = data.parse_test_string(raw)
+    parsed = conversion.parse_test_string(raw)
     if isinstance(parsed, dict):
         if parsed.get("fn_name"):
-            raise data.Skip("function_call")
+            raise conversion.Skip("function_call")
         inputs, outputs = parsed.get("inputs"), parsed.get("outputs")
         if not isinstance(inputs, list) or not isinstance(outputs, list) or len(inputs) != len(outputs):
-            raise data.Skip("malformed_tests")
+            raise conversion.Skip("malformed_tests")
         pairs = list(zip(inputs, outputs))
     elif isinstance(parsed, list) and all(isinstance(t, dict) for t in parsed):
         stdin = [t for t in parsed if t.get("testtype", t.get("type")) not in FUNCTION_KINDS]
         if any(t.get("fn_name") for t in parsed) or (parsed and not stdin):
-            raise data.Skip("function_call")
+            raise conversion.Skip("function_call")
         pairs = [(t.get("input"), t.get("output")) for t in stdin]
     else:
-        raise data.Skip("malformed_tests")
+        raise conversion.Skip("malformed_tests")
     if not all(isinstance(i, str) and isinstance(o, str) for i, o in pairs):
-        raise data.Skip("malformed_tests")
+        raise conversion.Skip("malformed_tests")
     return [{"input": i, "output": o} for i, o in pairs], len(parsed) - len(pairs) if isinstance(parsed, list) else 0
 
 
 def make_converter(split: str, args: argparse.Namespace, notes):
-    """The (config, index, row) -> (problem, dropped tests) function for one split; raises data.Skip. `notes`
+    """The (config, index, row) -> (problem, dropped tests) function for one split; raises conversion.Skip. `notes`
     counts kept problems whose tests are only the statement's examples."""
 
-    checkers = data.load_checkers(args.checkers)
+    checkers = conversion.load_checkers(args.checkers)
 
     def convert(item: tuple[str, int, dict], _: int) -> tuple[dict, int]:
         config, index, row = item
         statement = row.get("problem")
         if not isinstance(statement, str) or not statement.strip():
-            raise data.Skip("no_statement")
+            raise conversion.Skip("no_statement")
         metadata = parse_metadata(row.get("metadata"))
         if metadata.get("func_name") or (row.get("starter_code") or "").strip():
-            raise data.Skip("function_call")
+            raise conversion.Skip("function_call")
         tests, not_stdin = stdin_tests(row.get("tests") or "[]")
         if not tests:
-            raise data.Skip("no_tests")
+            raise conversion.Skip("no_tests")
         problem_id = f"deepcoder/{config}/{split}/{index}"
-        judging = data.judge_fields(statement, checkers.get(data.checker_key(problem_id)))
-        kept, dropped = data.cap_tests(tests, args.max_tests, args.max_test_bytes)
+        judging = conversion.judge_fields(statement, checkers.get(conversion.checker_key(problem_id)))
+        kept, dropped = conversion.cap_tests(tests, args.max_tests, args.max_test_bytes)
         if not kept:
-            raise data.Skip("tests_too_large")
+            raise conversion.Skip("tests_too_large")
         # codeforces rows carry only the statement's examples: they are public tests, and weak ones.
         group = "public" if config == "codeforces" else "private"
-        weak = config == "codeforces" or data.only_examples(statement, kept)
+        weak = config == "codeforces" or conversion.only_examples(statement, kept)
         if weak:
             notes["only_statement_examples"] += 1
         name = next(line.strip() for line in statement.splitlines() if line.strip())[:80]
-        time_limit_s, memory_limit_mb = data.statement_limits(statement)
-        problem = data.make_problem(
+        time_limit_s, memory_limit_mb = conversion.statement_limits(statement)
+        problem = conversion.make_problem(
             problem_id, "deepcoder", split, metadata.get("title") or name, statement,
             {group: kept}, time_limit_s=time_limit_s, memory_limit_mb=memory_limit_mb, source=SOURCES[config],
             difficulty=str(metadata.get("difficulty") or "unknown"), weakly_tested=weak,
@@ -107,7 +108,7 @@ def local_files(local_dir: str, config: str, split: str) -> list[str]:
 def stream(config: str, split: str, local_dir: str | None, columns: list[str] | None = None):
     """One config's split (only `columns` if given), from the hub or local parquet laid out like the hub."""
     if local_dir:
-        return data.local_parquet_rows(local_files(local_dir, config, split), columns)
+        return conversion.local_parquet_rows(local_files(local_dir, config, split), columns)
     from datasets import load_dataset
 
     return load_dataset(HUB_NAME, config, split=split, streaming=True, columns=columns)
@@ -128,7 +129,8 @@ def held_out_statements(local_dir: str | None) -> set[str]:
                                   f"cannot be checked against it; put the hub's {config} {split} parquet files there too")
         try:
             rows = stream(config, split, local_dir, columns=["problem"])
-            keys |= data.held_out_keys((row.get("problem") for row in rows), f"held-out {config}/{split} statements")
+            keys |= conversion.held_out_keys((row.get("problem") for row in rows),
+                                             f"held-out {config}/{split} statements")
         except OSError as e:  # hub unreachable
             raise data.UsageError(f"{config}/{split} statements: {e}")
     return keys
@@ -166,11 +168,11 @@ def main(argv: list[str] | None = None) -> None:
             continue
         rows = (item for config in configs for item in rows_for(config, split, args.local_dir))
         out = Path(args.output_dir) / f"{split}.jsonl"
-        stats = data.ConvertStats()
-        data.convert_split(rows, make_converter(split, args, stats.notes), out, split, held_out,
+        stats = conversion.ConvertStats()
+        conversion.convert_split(rows, make_converter(split, args, stats.notes), out, split, held_out,
                            f"deepcoder/{split} ({', '.join(configs)})", stats)
         if args.first:
-            print(data.first_by_fingerprint(out, args.first))
+            print(conversion.first_by_fingerprint(out, args.first))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from data import replaced_atomically
-from utils import cache_dir
+from paths import cache_dir, replaced_atomically
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-3B-Instruct"

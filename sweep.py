@@ -27,6 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import data
+import paths
 import plots
 import records
 import training
@@ -173,7 +174,7 @@ def run_cell(cell: Cell, cell_dir: Path, sweep: Sweep, resume: bool) -> int:
               "validate_s": round(time.monotonic() - start, 1), "adapter": str(final),
               # the resolved directory, so that cells trained on a rebuilt local model (e.g. tiny-coder) stand out
               "base_model": modeling.resolve_model_path(config["model"])}
-    with data.replaced_atomically(cell_dir / RESULT) as tmp:
+    with paths.replaced_atomically(cell_dir / RESULT) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
     return 0
 

@@ -34,6 +34,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from paths import cache_dir
+
 logger = logging.getLogger(__name__)
 
 
@@ -119,12 +121,6 @@ class JudgeResult:
     compile_s: float = 0.0
     run_s: float = 0.0
     message: str = ""
-
-
-def cache_dir() -> Path:
-    """Per-machine cache (compiled programs, precompiled headers, the tiny models): $TINYLORA_CACHE or
-    ~/.cache/tinylora_grpo_coder."""
-    return Path(os.environ.get("TINYLORA_CACHE") or Path.home() / ".cache" / "tinylora_grpo_coder")
 
 
 # ---------------------------------------------------------------------------------------------------------

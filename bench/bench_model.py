@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import modeling  # noqa: E402
+import paths  # noqa: E402
 import tinylora  # noqa: E402
 
 WEIGHTS_VERSION = 1  # bump when the random-weight recipe changes, so cached checkpoints are rebuilt
@@ -94,7 +95,7 @@ def model_dir(preset: Preset) -> Path:
     """
     recipe = json.dumps([WEIGHTS_VERSION, SPIKES, preset.config], sort_keys=True)
     key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
-    out = modeling.cache_dir() / f"bench-{preset.name}-{key}"
+    out = paths.cache_dir() / f"bench-{preset.name}-{key}"
     if (out / "config.json").exists():
         return out
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM

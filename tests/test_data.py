@@ -1,4 +1,5 @@
-"""data.py, both downloaders (on parquet fixtures in the hubs' exact schemas) and the shipped problem set."""
+"""data.py, conversion.py, both downloaders (on parquet fixtures in the hubs' exact schemas) and the shipped problem
+set."""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +14,7 @@ import sys
 import pytest
 import yaml
 
+import conversion
 import data
 import download_code_contests
 import download_deepcoder
@@ -251,8 +253,8 @@ def test_deepcoder_lcbv5_test_never_reaches_train_whatever_the_subsets(deepcoder
 def test_deepcoder_test_rows_never_reach_training(deepcoder_run):
     out, _ = deepcoder_run
     train = data.read_jsonl(out / "train.jsonl")
-    test_keys = {data.statement_key(p["statement"]) for p in data.read_jsonl(out / "test.jsonl")}
-    assert all(p["split"] == "train" and data.statement_key(p["statement"]) not in test_keys for p in train)
+    test_keys = {conversion.statement_key(p["statement"]) for p in data.read_jsonl(out / "test.jsonl")}
+    assert all(p["split"] == "train" and conversion.statement_key(p["statement"]) not in test_keys for p in train)
 
 
 def test_deepcoder_records(deepcoder_run):
@@ -316,41 +318,41 @@ def test_stdin_test_shapes(raw, shape):
     ("In any case, print the minimum.", (None, "tokens")),  # no yes/no answer to relax
 ])
 def test_statement_classification(statement, check):
-    result = data.classify_statement(statement)
+    result = conversion.classify_statement(statement)
     assert (result.skip, result.compare) == check
 
 
 def test_judge_fields_skip_or_describe():
-    with pytest.raises(data.Skip, match="no_statement"):
-        data.judge_fields(None)
-    with pytest.raises(data.Skip, match="multiple_answers"):
-        data.judge_fields("Print any of them.")
-    assert data.judge_fields("Print any of them.", checker="int main(){}") == {
+    with pytest.raises(conversion.Skip, match="no_statement"):
+        conversion.judge_fields(None)
+    with pytest.raises(conversion.Skip, match="multiple_answers"):
+        conversion.judge_fields("Print any of them.")
+    assert conversion.judge_fields("Print any of them.", checker="int main(){}") == {
         "compare": "tokens", "checker": "int main(){}"}
-    with pytest.raises(data.Skip, match="interactive"):
-        data.judge_fields("This is an interactive problem.", checker="int main(){}")
+    with pytest.raises(conversion.Skip, match="interactive"):
+        conversion.judge_fields("This is an interactive problem.", checker="int main(){}")
 
 
 def test_only_examples():
     statement = "Print the sum.\n\nSample Input 1\n\n3\n1 2 3\n\nSample Output 1\n\n6\n"
-    assert data.only_examples(statement, [{"input": "3\n1 2 3\n", "output": "6\n"}])
-    assert not data.only_examples(statement, [{"input": "3\n1 2 3\n", "output": "6\n"},
+    assert conversion.only_examples(statement, [{"input": "3\n1 2 3\n", "output": "6\n"}])
+    assert not conversion.only_examples(statement, [{"input": "3\n1 2 3\n", "output": "6\n"},
                                               {"input": "2\n5 5\n", "output": "10\n"}])
-    assert not data.only_examples(statement, [{"input": "1 2\n", "output": "3\n"}])  # not a whole line there
-    assert not data.only_examples(statement, [])
+    assert not conversion.only_examples(statement, [{"input": "1 2\n", "output": "3\n"}])  # not a whole line there
+    assert not conversion.only_examples(statement, [])
 
 
 def test_first_by_fingerprint_depends_on_statements_only(tmp_path):
-    problems = [data.make_problem(f"x/{i}", "sample", "test", f"p{i}", f"Statement number {i}.",
+    problems = [conversion.make_problem(f"x/{i}", "sample", "test", f"p{i}", f"Statement number {i}.",
                                   {"public": [{"input": "1\n", "output": "1\n"}]}) for i in range(10)]
     chosen = []
     for name, order in (("a", problems), ("b", problems[::-1])):
         path = tmp_path / f"{name}.jsonl"
         path.write_text("".join(json.dumps(p) + "\n" for p in order))
-        assert "the first 3 of 10 problems" in data.first_by_fingerprint(path, 3)
+        assert "the first 3 of 10 problems" in conversion.first_by_fingerprint(path, 3)
         chosen.append([p["id"] for p in data.read_jsonl(path)])
     assert chosen[0] == chosen[1] and len(chosen[0]) == 3
-    assert chosen[0] == [p["id"] for p in sorted(problems, key=lambda p: data.statement_key(p["statement"]))][:3]
+    assert chosen[0] == [p["id"] for p in sorted(problems, key=lambda p: conversion.statement_key(p["statement"]))][:3]
 
 
 def test_code_contests_max_cf_rating(tmp_path):
@@ -370,9 +372,9 @@ def test_code_contests_max_cf_rating(tmp_path):
 
 
 def test_statement_limits():
-    assert data.statement_limits("...\nTime Limit: 2000 ms\nMemory Limit: 256 MB\n") == (2.0, 256)
-    assert data.statement_limits("time limit per test: 1.5 seconds\nmemory limit per test: 1 GB") == (1.5, 1024)
-    assert data.statement_limits("Print the sum of the time limits.") == (None, None)
+    assert conversion.statement_limits("...\nTime Limit: 2000 ms\nMemory Limit: 256 MB\n") == (2.0, 256)
+    assert conversion.statement_limits("time limit per test: 1.5 seconds\nmemory limit per test: 1 GB") == (1.5, 1024)
+    assert conversion.statement_limits("Print the sum of the time limits.") == (None, None)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -573,7 +575,7 @@ def test_real_held_out_set_is_the_committed_one(real_hub, tmp_path):
     chosen = data.read_jsonl(tmp_path / "a" / "test.jsonl")
     assert chosen == data.read_jsonl(HELD_OUT)
     assert len(chosen) == 64 and {p["config"] for p in chosen} == {"lcbv5"}
-    assert all(data.classify_statement(p["statement"]).skip is None and p["checker"] is None for p in chosen)
+    assert all(conversion.classify_statement(p["statement"]).skip is None and p["checker"] is None for p in chosen)
     rows = real_rows(REAL_LCB)
     random.Random(0).shuffle(rows)
     write_parquet(tmp_path / "shuffled" / "lcbv5" / "test-00000-of-00001.parquet",
@@ -610,8 +612,8 @@ def test_held_out_statements_never_in_training():
     held_out = data.read_jsonl(HELD_OUT) + data.load_problems("sample", "test")
     training = data.load_problems("sample", "train") + data.read_jsonl(EASY_TRAIN)
     assert len(held_out) == 64 + 13 and len(training) >= 29 + 25
-    keys = {data.statement_key(p["statement"]) for p in training}
-    assert [p["id"] for p in held_out if data.statement_key(p["statement"]) in keys] == []
+    keys = {conversion.statement_key(p["statement"]) for p in training}
+    assert [p["id"] for p in held_out if conversion.statement_key(p["statement"]) in keys] == []
     close = []
     for h in held_out:
         for t in training:
@@ -627,7 +629,7 @@ STATEMENT_LABELS = ROOT / "tests" / "fixtures" / "statement_labels.json"
 SKIP_KINDS = {"interactive", "multiple_answers"}
 
 
-def label_predictions() -> list[tuple[dict, data.StatementCheck]]:
+def label_predictions() -> list[tuple[dict, conversion.StatementCheck]]:
     """Each hand label of tests/fixtures/statement_labels.json with what classify_statement says."""
     files: dict[str, list[dict]] = {}
     pairs = []
@@ -635,7 +637,7 @@ def label_predictions() -> list[tuple[dict, data.StatementCheck]]:
         rows = files.setdefault(label["file"], real_rows(label["file"]))
         statement = rows[label["index"]]["problem"]
         assert hashlib.sha1(statement.encode()).hexdigest()[:12] == label["statement_sha1"], label
-        pairs.append((label, data.classify_statement(statement)))
+        pairs.append((label, conversion.classify_statement(statement)))
     return pairs
 
 

@@ -1,0 +1,39 @@
+"""Where files go and how they are written: the per-machine cache, and replacing a file or folder in one rename.
+
+Datasets, cached models, compiled programs, adapters and checkpoints all need these two, so they live in a module
+that imports none of ours and that any other module can import without pulling in the judge or the models.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Per-machine cache (compiled programs, precompiled headers, the tiny models): $TINYLORA_CACHE or
+    ~/.cache/tinylora_grpo_coder."""
+    return Path(os.environ.get("TINYLORA_CACHE") or Path.home() / ".cache" / "tinylora_grpo_coder")
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary path beside `path` to write a file or a directory into. When the block ends, it replaces
+    `path` by one rename, so a reader (or a crash) sees the old version or the whole new one, never half; when the
+    block raises, it is removed and `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # rename does not replace a non-empty directory
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
