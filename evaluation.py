@@ -522,13 +522,14 @@ def load_model_for_eval(name: str, quant: bool, checkpoint_path: str | None):
     info = {"name": name, "quant": quant, "adapter": checkpoint_path}
     if checkpoint_path is not None:
         try:
-            model = tinylora.load_tiny_lora(model, checkpoint_path)
+            model = tinylora.load_adapter(model, checkpoint_path)
         except tinylora.TinyLoraError as e:
             raise data.UsageError(str(e))
         config = model.peft_config["default"]
-        parameters = sum(v.numel() for v in tinylora.tiny_lora_v(model).values())
-        info.update(u=config.u, rank=config.r, tie=model.tinylora_tie.mode, parameters=parameters,
+        info.update(adapter_type=config.peft_type.value, rank=config.r, parameters=len(tinylora.trained_vector(model)),
                     meta=tinylora.read_meta(checkpoint_path))
+        if tinylora.is_tiny_lora(model):
+            info.update(u=config.u, tie=model.tinylora_tie.mode)
     return model, tokenizer, info
 
 

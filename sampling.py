@@ -48,16 +48,17 @@ def _base_of(model: nn.Module) -> nn.Module:
 
 
 def _folded_weight(module: nn.Module) -> torch.Tensor:
-    """W + ΔW (out, in) in fp32 for a TinyLoRA layer (dequantized first for an NF4 base); W for a plain Linear."""
-    import tinylora
+    """W + ΔW (out, in) in fp32 for an adapted layer (TinyLoRA, dequantized first for an NF4 base, or a LoRA
+    contrast: PEFT's `get_delta_weight` either way); W for a plain Linear."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
-    if isinstance(module, tinylora.TinyLoraLinear):
-        weight = module.dense_weight().float()  # (out, in)
+    if not isinstance(module, BaseTunerLayer):
+        return module.weight.float()
+    weight = module.dense_weight().float() if hasattr(module, "dense_weight") else module.get_base_layer().weight.float()
+    if not module.disable_adapters:
         for name in module.active_adapters:
-            if name in module.tinylora_A and not module.disable_adapters:
-                weight = weight + tinylora.delta_weight(module, name).to(weight.device)  # (out, in)
-        return weight
-    return module.weight.float()
+            weight = weight + module.get_delta_weight(name).float().to(weight.device)  # (out, in)
+    return weight
 
 
 # Layers whose inputs carry Qwen2's "massive activations" (a few channels 100-1,000x the rest on some tokens): int8
@@ -104,9 +105,10 @@ class OutlierSplitLinear(nn.Module):
 
 
 def _is_linear(module: nn.Module) -> bool:
-    import tinylora
+    """A linear layer the copy replaces: plain, or adapted (PEFT's layer around its base Linear)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
-    return isinstance(module, (tinylora.TinyLoraLinear, nn.Linear))
+    return isinstance(module, (BaseTunerLayer, nn.Linear))
 
 
 def int8_copy(model: nn.Module) -> nn.Module:
@@ -136,9 +138,7 @@ def _policy_version(model: nn.Module) -> torch.Tensor | None:
     """The trainable numbers (a copy), to tell whether the policy changed since the copy was made."""
     import tinylora
 
-    if not hasattr(model, "peft_config"):
-        return None
-    return torch.cat([v.detach().float().flatten().cpu() for v in tinylora.tiny_lora_v(model).values()])
+    return tinylora.trained_vector(model) if hasattr(model, "peft_config") else None
 
 
 class Sampler:

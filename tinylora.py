@@ -379,15 +379,15 @@ def _check_args(u: int, rank: int) -> None:
 
 
 def ensure_v_fp32(model: PeftModel) -> None:
-    """Keep v in fp32, in place (same Parameter objects, so optimizers keep tracking them).
+    """Keep v (or a LoRA contrast's factors: every trainable tensor) in fp32, in place (same Parameter objects, so
+    optimizers keep tracking them).
 
     bf16 rounds away the tiny updates GRPO makes (a fault of the seed project), and TRL casts the trainable
     parameters of 4-bit models to bf16 for QLoRA's sake.
     """
-    for vs in model.base_model.tinylora_v.values():
-        for v in vs.values():
-            if v.dtype != torch.float32:
-                v.data = v.data.float()
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
     V_WRITES.bump()
 
 
@@ -415,6 +415,38 @@ def apply_tiny_lora(
     ensure_v_fp32(peft)
     peft.tinylora_tie = plan  # kept for save_tiny_lora's metadata
     return peft
+
+
+def apply_lora(model: nn.Module, rank: int = 1) -> PeftModel:
+    """The parameter-count contrast: a stock PEFT LoRA of `rank` on the same seven projections (r · (in + out)
+    numbers per projection, about 550,000 at rank 1 on Qwen2.5-Coder-0.5B against TinyLoRA's 32), lora_alpha = rank
+    (scale 1), B = 0 at the start so the model starts unchanged, factors in fp32."""
+    from peft import LoraConfig
+
+    if rank < 1:
+        raise TinyLoraError(f"LoRA rank must be at least 1, got {rank}")
+    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=list(TARGET_MODULES),
+                        init_lora_weights=True)
+    with peft_quietly():
+        peft = get_peft_model(model, config)
+    ensure_v_fp32(peft)
+    return peft
+
+
+def is_tiny_lora(model: nn.Module) -> bool:
+    """Whether `model` carries TinyLoRA's shared v (and not a stock LoRA contrast)."""
+    return hasattr(getattr(model, "base_model", None), "tinylora_v")
+
+
+def trained_vector(model: PeftModel) -> torch.Tensor:
+    """The numbers training moves, flattened into one fp32 CPU copy: TinyLoRA's v (each shared vector once) or a
+    LoRA contrast's A and B, trainable or loaded frozen for evaluation. What a run learned, and what tells a
+    sampling copy whether the policy moved since it was built."""
+    if is_tiny_lora(model):
+        tensors = list(model.base_model.tinylora_v["default"].values())
+    else:
+        tensors = [p for name, p in model.named_parameters() if "lora_A" in name or "lora_B" in name]
+    return torch.cat([t.detach().float().flatten().cpu() for t in tensors])
 
 
 def count_trainable(model: nn.Module) -> int:
@@ -491,6 +523,26 @@ def verify_adapter_files(adapter_dir: str | os.PathLike) -> None:
         raise TinyLoraError(f"adapter file {adapter_dir / damaged} is missing or corrupted (sha256 mismatch)")
 
 
+def load_adapter(base_model: nn.Module, adapter_dir: str | os.PathLike) -> PeftModel:
+    """Load a trained adapter for evaluation: TinyLoRA (load_tiny_lora's checks) or a stock LoRA contrast."""
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    if config_path.exists() and json.loads(config_path.read_text()).get("peft_type") == PeftType.LORA.value:
+        verify_adapter_files(adapter_dir)
+        return _from_pretrained(base_model, adapter_dir, trainable=False)
+    return load_tiny_lora(base_model, adapter_dir)
+
+
+def _from_pretrained(base_model: nn.Module, adapter_dir: str | os.PathLike, trainable: bool) -> PeftModel:
+    """PEFT's loader, with a size mismatch (an adapter for another base model) as a TinyLoraError."""
+    try:
+        with peft_quietly():
+            return PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=trainable)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines()]
+        reason = next((line for line in lines if "size mismatch" in line), lines[0])
+        raise TinyLoraError(f"adapter {adapter_dir} does not fit this base model: {reason}") from None
+
+
 def load_tiny_lora(base_model: nn.Module, adapter_dir: str | os.PathLike, trainable: bool = False) -> PeftModel:
     """Load an adapter (ours or stock PEFT TinyLoRA) onto a dense or NF4 base; its u/rank/tie come from the files.
 
@@ -498,13 +550,7 @@ def load_tiny_lora(base_model: nn.Module, adapter_dir: str | os.PathLike, traina
     instead of loading half its weights.
     """
     verify_adapter_files(adapter_dir)
-    try:
-        with peft_quietly():
-            model = PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=trainable)
-    except RuntimeError as err:  # size mismatch: another base model
-        lines = [line.strip() for line in str(err).splitlines()]
-        reason = next((line for line in lines if "size mismatch" in line), lines[0])
-        raise TinyLoraError(f"adapter {adapter_dir} does not fit this base model: {reason}") from None
+    model = _from_pretrained(base_model, adapter_dir, trainable)
     meta = read_meta(adapter_dir)
     if meta.get("group_of"):
         _rewire(model, meta["group_of"])

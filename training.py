@@ -34,7 +34,9 @@ class TinyLoraArguments:
 
     u: int = field(default=32, metadata={"help": "numbers in each trainable vector v (positional U)"})
     max_samples: int = field(default=2000, metadata={"help": "training problems to sample (positional MAX_SAMPLES)"})
-    rank: int = field(default=2, metadata={"help": "SVD rank r of the frozen factors"})
+    adapter: str = field(default="tinylora", metadata={
+        "help": "tinylora (u numbers) | lora: the contrast, a stock PEFT LoRA of --rank on the same projections"})
+    rank: int = field(default=2, metadata={"help": "SVD rank r of the frozen factors (the LoRA rank with --adapter lora)"})
     tie: str = field(default="all", metadata={"help": "v sharing: all | layer | structured | module | groups:G"})
     model: str = field(default="Qwen/Qwen2.5-Coder-3B-Instruct",
                        metadata={"help": "hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'"})
@@ -126,6 +128,10 @@ def parse_grpo_args(argv: list[str] | None = None):
         raise data.UsageError("--test_selection is first|longest")
     if ours.sampler not in (None, *sampling.SAMPLER_WEIGHTS):
         raise data.UsageError(f"--sampler is {'|'.join(sampling.SAMPLER_WEIGHTS)}")
+    if ours.adapter not in ("tinylora", "lora"):
+        raise data.UsageError("--adapter is tinylora|lora")
+    if ours.adapter == "lora" and ours.export_lora:
+        raise data.UsageError("--export_lora writes TinyLoRA as a LoRA; --adapter lora already saves one")
     if ours.compare_split not in ("train", "test"):
         raise data.UsageError("--compare_split is train|test")
     if ours.compare_split == "test" and ours.dataset not in data.DATASETS:
@@ -196,14 +202,20 @@ def load_adapted_model(ours, seed: int, device: str):
 
     try:
         model, tokenizer = modeling.load_model(ours.model, quant=not ours.no_quant, device=device)
-        model = tinylora.apply_tiny_lora(model, u=ours.u, rank=ours.rank, seed=seed, tie=ours.tie)
+        if ours.adapter == "lora":
+            model = tinylora.apply_lora(model, rank=ours.rank)
+        else:
+            model = tinylora.apply_tiny_lora(model, u=ours.u, rank=ours.rank, seed=seed, tie=ours.tie)
     except (OSError, ValueError) as err:  # a missing model, TinyLoraError
         raise data.UsageError(str(err).splitlines()[0])
     trainable = tinylora.count_trainable(model)
+    where = f"on {ours.model} ({'bf16/fp32' if ours.no_quant else 'NF4'}, {device})"
+    if ours.adapter == "lora":
+        print(f"LoRA (the contrast): {trainable} trainable parameters (rank={ours.rank}) {where}")
+        return model, tokenizer
     expected = ours.u * len(tinylora.tiny_lora_v(model))
     assert trainable == expected, f"{trainable} trainable parameters, expected {expected}"
-    print(f"TinyLoRA: {trainable} trainable parameters (u={ours.u}, tie={ours.tie}, rank={ours.rank}) "
-          f"on {ours.model} ({'bf16/fp32' if ours.no_quant else 'NF4'}, {device})")
+    print(f"TinyLoRA: {trainable} trainable parameters (u={ours.u}, tie={ours.tie}, rank={ours.rank}) {where}")
     return model, tokenizer
 
 

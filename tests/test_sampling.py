@@ -54,6 +54,35 @@ def test_int8_copy_folds_v_and_tracks_the_exact_adapted_model(tiny):
         peft.unload()
 
 
+def test_int8_copy_folds_a_lora_contrast(tiny):
+    """The LoRA contrast (--adapter lora) samples from its own policy too: B A folded in, the copy rebuilt when the
+    factors move."""
+    model, tokenizer = tiny
+    enc = batch(tokenizer, copies=1)
+    with torch.no_grad():
+        base = model(**enc).logits
+    peft = tinylora.apply_lora(model, rank=1).eval()
+    try:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for name, param in peft.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.5)  # (out, 1): B = 0 at the start, as if trained
+            exact = peft(**enc).logits  # (rows, seq, vocab)
+        sampler = sampling.Sampler(sampling.SamplerSettings("int8"))
+        copy = sampler.model_for(peft)
+        with torch.no_grad():
+            drawn = copy(**enc).logits
+        mask = enc.attention_mask.bool()
+        error, moved = (drawn - exact)[mask].abs().mean(), (exact - base)[mask].abs().mean()
+        assert error < 0.2 * moved, f"int8 copy off by {error:.4f}, LoRA moved the logits by {moved:.4f}"
+        with torch.no_grad():
+            next(p for n, p in peft.named_parameters() if "lora_A" in n).add_(0.1)  # an optimizer step
+        assert sampler.model_for(peft) is not copy
+    finally:
+        peft.unload()
+
+
 def test_the_copy_is_rebuilt_when_v_moves_and_only_then(tiny):
     model, _ = tiny
     peft = adapted(model)

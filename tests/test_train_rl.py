@@ -204,6 +204,8 @@ def test_demo_config_trains_on_the_warm_start_problems():
         (["32", "5", "--no_such_flag"], "no_such_flag"),
         (["32", "5", "--sampler", "fp8"], "--sampler is int8|exact"),
         (["32", "5", "--compare_split", "valid"], "--compare_split is train|test"),
+        (["32", "5", "--adapter", "dora"], "--adapter is tinylora|lora"),
+        (["32", "5", "--adapter", "lora", "--export_lora"], "--adapter lora already saves one"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, message):
@@ -393,6 +395,18 @@ def test_grpo_draws_completions_from_the_sampling_copy(coder, tmp_path, monkeypa
     v = saved_v(final)
     assert v.dtype == torch.float32 and v.abs().sum() > 0
     assert tinylora.read_meta(final)["config"]["sampler"] == "int8"
+
+
+def test_lora_contrast_trains_saves_and_evaluates(coder, tmp_path):
+    """--adapter lora --rank 1: the parameter-count contrast trains through the same GRPO path (int8 sampling copy
+    included), saves a stock PEFT LoRA and loads for evaluation with its count."""
+    final = run(tmp_path, "--no_quant", "--max_steps", "1", "--save_steps", "5", "--adapter", "lora", "--rank", "1",
+                "--sampler", "int8", "--learning_rate", "1e-2")
+    saved = load_file(str(final / "adapter_model.safetensors"))
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in saved.items())  # B left zero: it trained
+    model, _, info = evaluation.load_model_for_eval(str(coder), False, str(final))
+    assert info["adapter_type"] == "LORA" and info["rank"] == 1 and "u" not in info
+    assert info["parameters"] == sum(v.numel() for v in saved.values()) == len(tinylora.trained_vector(model)) > 256
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
