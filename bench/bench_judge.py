@@ -6,20 +6,17 @@ ever runs the trusted programs this file writes. Every program is distinct (a ru
 comment), so the judge's compile cache and in-batch dedupe never help: the speedup is the precompiled
 header plus the worker pool.
 
-    python bench/bench_judge.py            # 64 programs x 10 tests
-    python bench/bench_judge.py --quick    # 4 programs x 3 tests (CI)
-    python bench/bench_judge.py --judge_only --programs 16   # the judge alone (A/B of two versions)
+    python -m bench.bench_judge            # 64 programs x 10 tests
+    python -m bench.bench_judge --quick    # 4 programs x 3 tests (CI)
+    python -m bench.bench_judge --judge_only --programs 16   # the judge alone (A/B of two versions)
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import data  # noqa: E402
-import judge_workload  # noqa: E402
-import utils  # noqa: E402
+import data
+import utils
+from bench import judge_workload
 
 
 def main() -> None:

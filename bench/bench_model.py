@@ -11,22 +11,19 @@ import argparse
 import gc
 import hashlib
 import json
-import shutil
 import statistics
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import modeling  # noqa: E402
-import paths  # noqa: E402
-import tinylora  # noqa: E402
+import modeling
+import paths
+import tinylora
 
 WEIGHTS_VERSION = 1  # bump when the random-weight recipe changes, so cached checkpoints are rebuilt
 SPIKES = 8  # planted leading singular directions per projection (see plant_spectrum)
@@ -108,13 +105,9 @@ def model_dir(preset: Preset) -> Path:
         model = Qwen2ForCausalLM(config)
         plant_spectrum(model)
         model = model.to(torch.bfloat16)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-bench-"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    del model
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with paths.replaced_atomically(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return out
 
 
@@ -194,38 +187,48 @@ def interleaved(fn: Callable[[torch.nn.Module], object], model, rounds: int, dev
 
 
 @contextmanager
-def without_adapter(model, layer_type: type | None = None) -> Iterator[torch.nn.Module]:
+def swapped(model, modules: dict[str, torch.nn.Module]) -> Iterator[torch.nn.Module]:
+    """The base model with the submodules named in `modules` put in their places (torch's `set_submodule`), the
+    originals put back on exit: the benchmark composes the model it built, and no code of the toolkit is replaced."""
+    base = model.get_base_model()
+    originals = {name: base.get_submodule(name) for name in modules}
+    for name, module in modules.items():
+        base.set_submodule(name, module)
+    try:
+        yield base
+    finally:
+        for name, module in originals.items():
+            base.set_submodule(name, module)
+
+
+def without_adapter(model, layer_type: type | None = None) -> AbstractContextManager[torch.nn.Module]:
     """The plain base model with every adapter layer (TinyLoRA's unless `layer_type` says another PEFT tuner's)
-    replaced by the layer it wraps; put back on exit.
+    replaced by the layer it wraps, for the block.
 
     Truer than PEFT's disable_adapter(), which still runs each wrapper's Python (part of what is measured).
     """
     from peft.tuners.tinylora.layer import TinyLoraLayer
 
-    base = model.get_base_model()
-    wrapped = [(name, module) for name, module in base.named_modules() if isinstance(module, layer_type or TinyLoraLayer)]
-    for name, module in wrapped:
-        base.set_submodule(name, module.get_base_layer())
-    try:
-        yield base
-    finally:
-        for name, module in wrapped:
-            base.set_submodule(name, module)
+    return swapped(model, {name: module.get_base_layer() for name, module in model.get_base_model().named_modules()
+                           if isinstance(module, layer_type or TinyLoraLayer)})
 
 
-@contextmanager
-def adapter_forward(forward: Callable | None) -> Iterator[None]:
-    """TinyLoraLinear runs `forward` inside the block (a compiled graph traced with it keeps its guards), or its
-    own forward when `forward` is None."""
-    if forward is None:
-        yield
-        return
-    cached = tinylora.TinyLoraLinear.forward
-    tinylora.TinyLoraLinear.forward = forward
-    try:
-        yield
-    finally:
-        tinylora.TinyLoraLinear.forward = cached
+class AdapterPart(torch.nn.Module):
+    """One TinyLoRA layer run through another forward, `forward(layer, x, ...)`: a part of the layer's own forward or
+    the same formula written out. Put in the layer's place with `swapped(model, adapter_parts(model, forward))`."""
+
+    def __init__(self, layer: tinylora.TinyLoraLinear, forward: Callable) -> None:
+        super().__init__()
+        self.layer, self.part = layer, forward
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.part(self.layer, x, *args, **kwargs)
+
+
+def adapter_parts(model, forward: Callable) -> dict[str, AdapterPart]:
+    """An AdapterPart running `forward` for every TinyLoRA layer of `model`, by its name in the base model. Build
+    them once and swap the same ones in each time: a compiled graph traced through them keeps its guards."""
+    return {name: AdapterPart(layer, forward) for name, layer in tinylora.adapted_modules(model).items()}
 
 
 def random_v(model: torch.nn.Module, seed: int = 0) -> None:

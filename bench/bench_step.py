@@ -1,11 +1,12 @@
 """One real GRPO step of train_rl.py, split into its parts: generation, log-prob passes, backward, judge, optimizer.
 
-It runs train_rl.py itself in this process (`runpy`, as `python train_rl.py` would: the user's code path with the
-real model, prompts and judge; the script is run, not imported) for one step with a profiler attached at three
-seams, none of which changes what runs:
-- TRL's own profiling contexts (`trl.extras.profiling.ProfilingContext`) time `transformers.generate`,
-  `_calculate_rewards` (the judge), `_get_per_token_logps_and_entropies` and `compute_loss`, and count the minor
-  page faults inside each (first touches of fresh memory, which cost several microseconds each in a VM);
+It runs train_rl.py's pipeline in this process for one step (`profile_step`: the training functions its main()
+calls, in its order, with the real model, prompts and judge), in a trainer that records the step at three seams,
+none of which changes what runs:
+- the trainer is a subclass of the one `training.make_trainer_class()` builds (`profiled_trainer_class`): it times
+  generation, the reward (the judge), every log-prob pass and `compute_loss` around the methods it inherits, and
+  counts the minor page faults inside each (first touches of fresh memory, which cost several microseconds each in
+  a VM);
 - a Trainer callback times the step and the optimizer (`on_pre_optimizer_step` .. `on_optimizer_step`);
   backward is what lies between the end of `compute_loss` and the optimizer;
 - a forward pre-hook inside the first decoder layer (its MLP) counts every forward pass with its shape and grad mode (a pass
@@ -22,14 +23,13 @@ import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 
 class Section(NamedTuple):
-    """One of TRL's profiling contexts as it ran: seconds from perf_counter, minor page faults before and after."""
+    """One timed part of the step as it ran: seconds from perf_counter, minor page faults before and after."""
 
     name: str
     start: float
@@ -52,15 +52,24 @@ class StepRecord:
     logs: dict = field(default_factory=dict)
     trainer: object = None  # the GRPOTrainer the step ran in (its model and prompts are reused afterwards)
 
-    def total(self, suffix: str, grad: bool | None = None) -> float:
-        return sum(s.end - s.start for s in self.sections
-                   if s.name.endswith(suffix) and (grad is None or s.grad == grad))
+    @contextlib.contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        """Record the block as one Section named `name` (its grad mode is the one it ends in)."""
+        start, faults = time.perf_counter(), minor_faults()
+        try:
+            yield
+        finally:
+            self.sections.append(Section(name, start, time.perf_counter(), torch.is_grad_enabled(), faults,
+                                         minor_faults()))
 
-    def faults(self, suffix: str) -> int:
-        return sum(s.faults_end - s.faults_start for s in self.sections if s.name.endswith(suffix))
+    def total(self, name: str, grad: bool | None = None) -> float:
+        return sum(s.end - s.start for s in self.sections if s.name == name and (grad is None or s.grad == grad))
 
-    def last(self, suffix: str) -> Section:
-        return max((s for s in self.sections if s.name.endswith(suffix)), key=lambda s: s.end)
+    def faults(self, name: str) -> int:
+        return sum(s.faults_end - s.faults_start for s in self.sections if s.name == name)
+
+    def last(self, name: str) -> Section:
+        return max((s for s in self.sections if s.name == name), key=lambda s: s.end)
 
 
 def minor_faults() -> int:
@@ -68,11 +77,12 @@ def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-@contextlib.contextmanager
-def profiled(record: StepRecord, trainer_module) -> Iterator[None]:
-    """Attach the profiler to every trainer `trainer_module.make_trainer_class()` builds, for the duration."""
+def profiled_trainer_class(record: StepRecord) -> type:
+    """The trainer train_rl.py runs (`training.make_trainer_class()`), subclassed to record its steps in `record`:
+    each timed part is a method it inherits, called through, so the work is the same."""
     from transformers import TrainerCallback
-    from trl.extras import profiling
+
+    import training
 
     class StepTimes(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
@@ -95,52 +105,56 @@ def profiled(record: StepRecord, trainer_module) -> Iterator[None]:
         hidden = args[0] if args else next(iter(kwargs.values()))  # (batch, seq, hidden)
         record.forwards.append((hidden.shape[0], hidden.shape[1], torch.is_grad_enabled()))
 
-    original_enter, original_exit = profiling.ProfilingContext.__enter__, profiling.ProfilingContext.__exit__
+    class Profiled(training.make_trainer_class()):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            record.trainer = self
+            self.add_callback(StepTimes())
+            # inside the first decoder layer: activation checkpointing re-runs a layer's forward, not its hooks
+            first_mlp = self.model.get_base_model().get_decoder().layers[0].mlp
+            self._count_hook = first_mlp.register_forward_pre_hook(count_forward, with_kwargs=True)
 
-    def counted_enter(self):
-        self._start_faults = minor_faults()
-        return original_enter(self)
+        def _generate_single_turn(self, *args, **kwargs):
+            self.sampler.model_for(self.model)  # an int8 sampling copy is (re)built here, outside "generation"
+            with record.section("generation"):
+                return super()._generate_single_turn(*args, **kwargs)
 
-    def timed_exit(self, *exc):
-        record.sections.append(Section(self.name, self._start_time, time.perf_counter(), torch.is_grad_enabled(),
-                                       self._start_faults, minor_faults()))
-        return original_exit(self, *exc)
+        def _calculate_rewards(self, *args, **kwargs):
+            with record.section("judge"):
+                return super()._calculate_rewards(*args, **kwargs)
 
-    original_factory = trainer_module.make_trainer_class
+        def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+            with record.section("logprobs"):
+                return super()._get_per_token_logps_and_entropies(*args, **kwargs)
 
-    def factory():
-        base = original_factory()
+        def compute_loss(self, *args, **kwargs):
+            with record.section("compute_loss"):
+                return super().compute_loss(*args, **kwargs)
 
-        class Profiled(base):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **kwargs)
-                record.trainer = self
-                self.add_callback(StepTimes())
-                # inside the first decoder layer: activation checkpointing re-runs a layer's forward, not its hooks
-                first_mlp = self.model.get_base_model().get_decoder().layers[0].mlp
-                self._count_hook = first_mlp.register_forward_pre_hook(count_forward, with_kwargs=True)
-
-        return Profiled
-
-    profiling.ProfilingContext.__enter__, profiling.ProfilingContext.__exit__ = counted_enter, timed_exit
-    trainer_module.make_trainer_class = factory
-    try:
-        yield
-    finally:
-        profiling.ProfilingContext.__enter__, profiling.ProfilingContext.__exit__ = original_enter, original_exit
-        trainer_module.make_trainer_class = original_factory
+    return Profiled
 
 
-def run_train_rl(argv: list[str]) -> None:
-    """`python train_rl.py ARGV` in this process, so the profiler's patches on `training` reach its trainer."""
-    import runpy
-    import sys
+def profile_step(argv: list[str]) -> StepRecord:
+    """`python train_rl.py ARGV` in this process, in the profiled trainer: the training functions train_rl.py's main()
+    calls, in its order, up to training (validation, the before/after comparison and the final save are not part of
+    a step)."""
+    import data
+    import sampling
+    import training
 
-    saved, sys.argv = sys.argv, ["train_rl.py", *argv]
-    try:
-        runpy.run_path(str(Path(__file__).resolve().parent.parent / "train_rl.py"), run_name="__main__")
-    finally:
-        sys.argv = saved
+    ours, grpo = training.parse_grpo_args(argv)
+    prompt, reward = data.PromptSettings().overridden(ours), training.code_reward(ours)
+    device = training.configure_device(grpo)
+    sampler = sampling.Sampler(training.sampler_settings(ours, device))
+    model, tokenizer = training.load_adapted_model(ours, grpo.seed, device)
+    dataset, _ = training.grpo_rows(ours, prompt, tokenizer, grpo.seed)
+    info = training.run_info(ours, grpo, prompt, training.data_hash(dataset))
+    record = StepRecord()
+    trainer = profiled_trainer_class(record)(
+        model=model, reward_funcs=[reward], args=grpo, train_dataset=dataset, processing_class=tokenizer,
+        run_info=info, sampler=sampler, recompute_scoring=ours.recompute_scoring)
+    trainer.train()
+    return record
 
 
 def matmul_rate(rows: int, inner: int, cols: int, seconds: float = 2.0) -> float:
@@ -207,9 +221,9 @@ def summarize(record: StepRecord) -> dict:
     step = record.step_end - record.step_start
     scoring = record.last("compute_loss")  # the loss's forward with grad; the backward runs from its end
     parts = {
-        "generation": record.total("transformers.generate"),
-        "judge": record.total("_calculate_rewards"),
-        "logprob_no_grad": record.total("_get_per_token_logps_and_entropies", grad=False),
+        "generation": record.total("generation"),
+        "judge": record.total("judge"),
+        "logprob_no_grad": record.total("logprobs", grad=False),
         "forward_with_grad": record.total("compute_loss"),
         "backward": record.optimizer[0] - scoring.end,
         "optimizer": record.optimizer[1] - record.optimizer[0],
@@ -218,7 +232,7 @@ def summarize(record: StepRecord) -> dict:
     # the generation batch, prompts x num_generations: the decode steps' rows (the prefill may hold only the distinct
     # prompts, sampling.generate_shared_prefill)
     rows = max((b for b, s, g in record.forwards if s == 1 and not g), default=record.forwards[0][0])
-    logprob_calls = [s.grad for s in record.sections if s.name.endswith("_get_per_token_logps_and_entropies")]
+    logprob_calls = [s.grad for s in record.sections if s.name == "logprobs"]
     completion_tokens = record.logs.get("completions/mean_length", 0.0) * rows
     with_grad = [(b, s) for b, s, g in record.forwards if g]
     # old / reference log-prob passes score the same (rows, prompt + completion) batch as the pass with grad
@@ -228,7 +242,7 @@ def summarize(record: StepRecord) -> dict:
         "step_s": step,
         "parts_s": parts,
         # first touches of fresh memory: a run's first forward with grad touches every saved activation's pages once
-        "minor_faults": {"generation": record.faults("transformers.generate"),
+        "minor_faults": {"generation": record.faults("generation"),
                          "forward_with_grad": record.faults("compute_loss"),
                          "backward": record.faults_before_optimizer - scoring.faults_end},
         "passes": {
@@ -254,14 +268,11 @@ def summarize(record: StepRecord) -> dict:
 def measure(argv: list[str], plain_tokens: int = 32) -> dict:
     """Profile one step of `train_rl.py argv`, then plain generate on its prompts and the CPU's matmul rate."""
     import data
-    import training
-    from bench_model import memory_bytes, peak_memory_reset, without_adapter
+    from bench.bench_model import memory_bytes, peak_memory_reset, without_adapter
 
-    record = StepRecord()
-    with profiled(record, training):
-        peak_memory_reset("cpu")
-        run_train_rl(argv)
-        peak = memory_bytes("cpu", peak=True)
+    peak_memory_reset("cpu")
+    record = profile_step(argv)
+    peak = memory_bytes("cpu", peak=True)
     out = {**summarize(record), "peak_rss_bytes": peak, "threads": torch.get_num_threads()}
     trainer = record.trainer
     model, tokenizer, rows = trainer.model.eval(), trainer.processing_class, out["rows"]

@@ -18,21 +18,17 @@ can take a pointwise epilogue, which is the one library-made way the rank-2 upda
 sum of r = 2 broadcast products Inductor unrolls) could land inside the base GEMM itself. On a CPU it finds no
 GEMM template without freezing the weights (which would freeze v too), so it runs the default mode's kernels.
 
-    python bench/compile_probe.py --preset cpu                      # CPU, about 15 s
-    python bench/compile_probe.py --preset 3b --accumulate mm       # one GPU, about 3 minutes (two compiles)
-    python bench/compile_probe.py --preset 3b --mode max-autotune   # one GPU, longer: every GEMM shape is tuned
+    python -m bench.compile_probe --preset cpu                      # CPU, about 15 s
+    python -m bench.compile_probe --preset 3b --accumulate mm       # one GPU, about 3 minutes (two compiles)
+    python -m bench.compile_probe --preset 3b --mode max-autotune   # one GPU, longer: every GEMM shape is tuned
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import bench_model  # noqa: E402
+from bench import bench_model
 
 ACCUMULATE = ("pointwise", "mm", "layer")
 MODES = ("default", "max-autotune")  # torch.compile's modes the probe offers
@@ -41,7 +37,7 @@ MODES = ("default", "max-autotune")  # torch.compile's modes the probe offers
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     import data
 
-    parser = data.ArgumentParser(prog="bench/compile_probe.py", description=__doc__,
+    parser = data.ArgumentParser(prog="python -m bench.compile_probe", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     bench_model.add_probe_arguments(parser)
     parser.add_argument("--accumulate", choices=ACCUMULATE, default="pointwise",
@@ -61,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def written_out_forward(accumulate: str):
-    """TinyLoraLinear.forward as plain tensor algebra (no cache), for Dynamo to trace."""
+    """TinyLoraLinear.forward as plain tensor algebra (no cache) for a layer `self`, for Dynamo to trace (run in the
+    layer's place by bench_model.AdapterPart)."""
     import tinylora
 
     def forward(self, x, *args, **kwargs):
@@ -88,17 +85,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     probe = bench_model.probe(bench_model.PRESETS[args.preset], False, args.threads)
     model, ids, device = probe.model, probe.ids, probe.device  # ids: (G, prompt + completion)
-    traced = None if args.accumulate == "layer" else written_out_forward(args.accumulate)
+    written_out = {} if args.accumulate == "layer" else \
+        bench_model.adapter_parts(model, written_out_forward(args.accumulate))  # for bench_model.swapped
     mode = None if args.mode == "default" else args.mode
     out: dict = {"preset": args.preset, "accumulate": args.accumulate, "mode": args.mode, "device": device,
                  "dtype": str(model.dtype).removeprefix("torch.")}
     with torch.no_grad():
         cached_logits = model(input_ids=ids).logits.float()
-        with bench_model.adapter_forward(traced):
+        with bench_model.without_adapter(model) as base:
+            compiled_base = torch.compile(base, mode=mode)
+            out["compile_time_base_s"] = bench_model.seconds(lambda: compiled_base(input_ids=ids), device)
+        with bench_model.swapped(model, written_out):
             written_logits = model(input_ids=ids).logits.float()
-            with bench_model.without_adapter(model) as base:
-                compiled_base = torch.compile(base, mode=mode)
-                out["compile_time_base_s"] = bench_model.seconds(lambda: compiled_base(input_ids=ids), device)
             compiled = torch.compile(model, mode=mode)
             start = time.perf_counter()
             compiled_logits = compiled(input_ids=ids).logits.float()
@@ -111,9 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     with torch.no_grad():
         for _ in range(args.pairs):
-            with bench_model.adapter_forward(traced):
-                with bench_model.without_adapter(model):
-                    times["compiled_base"].append(probe.timed(compiled_base))
+            with bench_model.without_adapter(model):
+                times["compiled_base"].append(probe.timed(compiled_base))
+            with bench_model.swapped(model, written_out):
                 times["compiled_adapted"].append(probe.timed(compiled))
             with bench_model.without_adapter(model) as base:
                 times["eager_base"].append(probe.timed(base))

@@ -1,7 +1,8 @@
 """Where the adapter's forward overhead goes: TinyLoraLinear.forward with parts left out, each against the base.
 
-The forward stage of bench/run.py gives one number, adapted / base. This splits it. Every TinyLoraLinear runs one
-of these forwards (the same no-grad pass over G sequences as bench/run.py's forward stage):
+The forward stage of bench.run gives one number, adapted / base. This splits it. Every TinyLoraLinear runs one
+of these forwards (the same no-grad pass over G sequences as bench.run's forward stage), the parts through a module
+put in the layer's place (bench_model.AdapterPart):
 
     full        TinyLoraLinear's own forward
     wrapper     the base layer's call and nothing else: what PEFT's module around it costs
@@ -13,20 +14,16 @@ of its per-round ratios to that round's base, with the interquartile range (benc
 their operands hot in a micro-benchmark the adapter's ops are about half of what `full` shows here: in the model
 the base GEMM before them evicts the activations they read.
 
-    python bench/forward_parts.py --quant nf4 --rounds 80     # CPU preset, about 20 s
+    python -m bench.forward_parts --quant nf4 --rounds 80     # CPU preset, about 20 s
 """
 from __future__ import annotations
 
 import argparse
 import json
 import random
-import sys
-from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import bench_model  # noqa: E402
+from bench import bench_model
 
 PARTS = ("full", "wrapper", "thin_gemm", "update")
 
@@ -34,11 +31,11 @@ PARTS = ("full", "wrapper", "thin_gemm", "update")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     import data
 
-    parser = data.ArgumentParser(prog="bench/forward_parts.py", description=__doc__,
+    parser = data.ArgumentParser(prog="python -m bench.forward_parts", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     bench_model.add_probe_arguments(parser)
     parser.add_argument("--quant", choices=("nf4", "bf16"), default="nf4",
-                        help="the base: NF4 (default) or dense (bf16 on a GPU, fp32 on a CPU), as bench/run.py")
+                        help="the base: NF4 (default) or dense (bf16 on a GPU, fp32 on a CPU), as bench.run")
     parser.add_argument("--rounds", type=int, default=40,
                         help="timed rounds, each the base and every part (default 40)")
     args = parser.parse_args(argv)
@@ -49,10 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def part_forwards() -> dict[str, Callable]:
-    """Each part's replacement for TinyLoraLinear.forward (no grad, the bench's adapter "default" only)."""
+    """The forward of each part but "full" (the layer's own), for a TinyLoraLinear `self` (no grad, the bench's
+    adapter "default" only)."""
     import torch
-
-    import tinylora
 
     def wrapper(self, x, *args, **kwargs):
         return self.base_layer(x, *args, **kwargs)
@@ -72,7 +68,13 @@ def part_forwards() -> dict[str, Callable]:
         result.view(-1, result.shape[-1]).addmm_(h_t.T, f.BR_t)  # (tokens, out), in place
         return result
 
-    return {"full": tinylora.TinyLoraLinear.forward, "wrapper": wrapper, "thin_gemm": thin_gemm, "update": update}
+    return {"wrapper": wrapper, "thin_gemm": thin_gemm, "update": update}
+
+
+def part_modules(model) -> dict[str, dict]:
+    """Each part's modules for `bench_model.swapped`, built once; none for "full", the model as it is."""
+    swaps = {name: bench_model.adapter_parts(model, forward) for name, forward in part_forwards().items()}
+    return {"full": {}, **swaps}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -82,19 +84,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     probe = bench_model.probe(bench_model.PRESETS[args.preset], args.quant == "nf4", args.threads)
     model, ids = probe.model, probe.ids  # ids: (G, prompt + completion)
-    forwards = part_forwards()
+    parts = part_modules(model)
     base_times: list[float] = []
     part_times: dict[str, list[float]] = {name: [] for name in PARTS}
     order = random.Random(0)
     with torch.no_grad():
         for name in PARTS:  # warm-up: every part's kernels and caches once, and the first call's h for `update`
-            with bench_model.adapter_forward(forwards[name]):
+            with bench_model.swapped(model, parts[name]):
                 model(input_ids=ids)
         for _ in tqdm(range(args.rounds), desc="forward parts", unit="round"):
             with bench_model.without_adapter(model) as base:
                 base_times.append(probe.timed(base))
             for name in order.sample(PARTS, len(PARTS)):
-                with bench_model.adapter_forward(forwards[name]):
+                with bench_model.swapped(model, parts[name]):
                     part_times[name].append(probe.timed(model))
     base_kind = "nf4" if args.quant == "nf4" else str(model.dtype).removeprefix("torch.")
     parts = {name: bench_model.Paired(tuple(base_times), tuple(times)).summary() for name, times in part_times.items()}

@@ -11,15 +11,13 @@ import os
 import random
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import utils  # noqa: E402
+import utils
 
 # Four kinds of trusted programs, like a model's mix: half include <bits/stdc++.h>, half specific headers;
 # one in four is wrong, one in four does not compile. Each prints the sum and the sorted numbers.
@@ -81,7 +79,7 @@ def measure(programs: int, tests: int, headers: str = "mixed", workers: int | No
     codes, cases = make_programs(programs, time.time_ns(), headers), make_tests(tests)
     config = utils.JudgeConfig(max_tests=tests, workers=workers)
     start = time.monotonic()
-    utils._pch_dir(config)  # built once per machine; reported, not counted
+    utils.precompiled_headers(config)  # built once per machine; reported, not counted
     pch_s = time.monotonic() - start
     start, cpu = time.monotonic(), children_cpu()
     results = utils.judge_batch([(code, cases) for code in codes], config, progress=progress)

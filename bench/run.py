@@ -1,10 +1,10 @@
 """Benchmarks, one entry point: each number next to its reference in the same run, a markdown table printed last.
 
-    python bench/run.py --preset cpu                  # the CI-sized twin: every stage, CPU, < 1 min
-    python bench/run.py --preset 3b --quant nf4       # Qwen2.5-Coder-3B shapes, random weights, one GPU
-    python bench/run.py --preset 3b --new_tokens 64   # the same with shorter completions, for a short GPU lease
-    python bench/run.py --preset smollm2              # one real GRPO step of SmolLM2 on CPU, split into its parts
-    python bench/run.py --preset qwen05               # Qwen2.5-Coder-0.5B on CPU: held-out sampling against plain
+    python -m bench.run --preset cpu                  # the CI-sized twin: every stage, CPU, < 1 min
+    python -m bench.run --preset 3b --quant nf4       # Qwen2.5-Coder-3B shapes, random weights, one GPU
+    python -m bench.run --preset 3b --new_tokens 64   # the same with shorter completions, for a short GPU lease
+    python -m bench.run --preset smollm2              # one real GRPO step of SmolLM2 on CPU, split into its parts
+    python -m bench.run --preset qwen05               # Qwen2.5-Coder-0.5B on CPU: held-out sampling against plain
                                                       # generate, then one real GRPO step split into its parts
 
 Stages (--only): adapter_init (truncated vs full SVD of every projection), forward (adapted vs base), rollout
@@ -25,9 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import bench_model  # noqa: E402
+from bench import bench_model
 
 STAGES = ("adapter_init", "forward", "rollout", "grpo_step", "judge")
 QUANTS = {"nf4": ["nf4"], "bf16": ["bf16"], "both": ["nf4", "bf16"]}
@@ -39,7 +37,7 @@ STEP_GOAL_S = {"smollm2": 90, "qwen05": 120}  # the issues' goals for one step o
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     import data
 
-    parser = data.ArgumentParser(prog="bench/run.py", description=__doc__,
+    parser = data.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted([*bench_model.PRESETS, *REAL_STEPS]), default="cpu",
                         help="cpu: small same-structure model (CI); 3b: Qwen2.5-Coder-3B-Instruct's config (GPU); "
@@ -81,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def judge_throughput(programs: int, tests: int) -> dict:
     """bench_judge's workload graded by the judge (one worker per core) and by the seed-style loop, same programs."""
-    import judge_workload
+    from bench import judge_workload
 
     m = judge_workload.measure(programs, tests)
     return {"programs": programs, "tests": tests, "workers": m["workers"], "judge_s": m["judge_s"],
@@ -105,6 +103,11 @@ def machine(device: str) -> dict:
             "python": platform.python_version(), **versions}
 
 
+def command_line(argv: list[str] | None) -> str:
+    """The command that ran this benchmark, for its report."""
+    return " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])])
+
+
 def run_stage(results: dict, key: str, fn, *args) -> None:
     """results[key] = fn(*args), or {"error": ...} so one broken stage does not cost the others."""
     try:
@@ -119,12 +122,11 @@ def run_real_step(args, argv: list[str] | None, device: str) -> dict:
     qwen05 first held-out sampling end to end against plain generate (bench/bench_sampling.py)."""
     import tempfile
 
-    import bench_sampling
-    import bench_step
+    from bench import bench_sampling, bench_step
 
     config = REAL_STEPS[args.preset]
     report = {"preset": args.preset, "config": config, "machine": machine(device),
-              "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+              "command": command_line(argv),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "load_average_before": os.getloadavg()}
     started = time.perf_counter()
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
         preset = dataclasses.replace(preset, new_tokens=args.new_tokens)
     report = {"preset": preset.name, "config": preset.config, "quants": QUANTS[args.quant], "only": args.only,
               "prompt_tokens": preset.prompt_len, "new_tokens": preset.new_tokens,
-              "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+              "command": command_line(argv),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine(device), "results": {}, "stage_s": {}}
     res = report["results"]

@@ -1,4 +1,5 @@
-"""bench/run.py's CPU preset end to end, so the benchmark code never rots (the GPU preset shares every line)."""
+"""`python -m bench.run`'s CPU preset end to end, so the benchmark code never rots (the GPU preset shares every
+line)."""
 from __future__ import annotations
 
 import json
@@ -8,13 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_bench(*args: str, timeout: float = 300, script: str = "bench/run.py") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def run_bench(*args: str, timeout: float = 300, module: str = "bench.run") -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` from the repository root, as the docs run the benchmarks."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +70,10 @@ def test_bad_arguments_exit_2_with_one_line():
 
 @pytest.mark.parametrize("accumulate", ["pointwise", "mm", "layer"])
 def test_compile_probe_times_compiled_and_eager_forwards_of_the_same_adapter(accumulate):
-    """bench/compile_probe.py's written-out adapter must be the adapter: its logits, eager and compiled, match the
+    """bench.compile_probe's written-out adapter must be the adapter: its logits, eager and compiled, match the
     cached forward's (fp32, so any formula slip shows far above rounding), and all four forwards are timed."""
     proc = run_bench("--preset", "cpu", "--pairs", "1", "--accumulate", accumulate, timeout=300,
-                     script="bench/compile_probe.py")
+                     module="bench.compile_probe")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert report["dtype"] == "float32" and report["accumulate"] == accumulate and report["logits_scale"] > 0.1
@@ -86,8 +88,8 @@ def test_compile_probe_compiles_both_sides_in_the_mode_asked_for(monkeypatch, mo
     """--mode reaches both torch.compile calls (base and adapted) and the report; torch.compile is stubbed to record
     its mode and hand the module back, so this checks the wiring, not Inductor."""
     import torch
-    sys.path.insert(0, str(ROOT / "bench"))
-    import compile_probe
+
+    from bench import compile_probe
 
     modes = []
     monkeypatch.setattr(torch, "compile", lambda module, mode=None: modes.append(mode) or module)
@@ -97,30 +99,29 @@ def test_compile_probe_compiles_both_sides_in_the_mode_asked_for(monkeypatch, mo
 
 
 def test_compile_probe_bad_arguments_exit_2_with_one_line():
-    proc = run_bench("--pairs", "0", timeout=60, script="bench/compile_probe.py")
+    proc = run_bench("--pairs", "0", timeout=60, module="bench.compile_probe")
     assert proc.returncode == 2 and len(error_lines(proc)) == 1 and "--pairs" in error_lines(proc)[0]
-    proc = run_bench("--mode", "fastest", timeout=60, script="bench/compile_probe.py")
+    proc = run_bench("--mode", "fastest", timeout=60, module="bench.compile_probe")
     assert proc.returncode == 2 and len(error_lines(proc)) == 1 and "--mode" in error_lines(proc)[0]
 
 
 def test_forward_parts_leave_out_what_their_names_say():
-    """bench/forward_parts.py's parts, on the CPU preset's dense base with a random v: the wrapper and the thin GEMM
+    """bench.forward_parts' parts, on the CPU preset's dense base with a random v: the wrapper and the thin GEMM
     alone change nothing, the update alone (h from the first call, same input) gives the full adapter's logits."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import bench_model
-    import forward_parts
     import torch
+
+    from bench import bench_model, forward_parts
 
     preset = bench_model.PRESETS["cpu"]
     model = bench_model.probe(preset, quant=False, threads=1).model  # the script's own model, dense
     ids = bench_model.random_ids(preset.prompt_len, "cpu")  # (G, prompt_len): shorter than the probe's, same kernels
-    forwards = forward_parts.part_forwards()
+    parts = forward_parts.part_modules(model)
     logits = {}
     with torch.no_grad():
         with bench_model.without_adapter(model) as base:
             logits["base"] = base(input_ids=ids).logits
         for name in forward_parts.PARTS:
-            with bench_model.adapter_forward(forwards[name]):
+            with bench_model.swapped(model, parts[name]):
                 logits[name] = model(input_ids=ids).logits
     assert not torch.allclose(logits["full"], logits["base"], atol=1e-3)  # the update is there to be left out
     assert torch.equal(logits["wrapper"], logits["base"]) and torch.equal(logits["thin_gemm"], logits["base"])
@@ -128,36 +129,33 @@ def test_forward_parts_leave_out_what_their_names_say():
 
 
 def test_forward_parts_times_every_part_against_the_base():
-    proc = run_bench("--rounds", "2", "--quant", "bf16", timeout=300, script="bench/forward_parts.py")
+    proc = run_bench("--rounds", "2", "--quant", "bf16", timeout=300, module="bench.forward_parts")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert report["base"] == "float32" and report["clock"] == "process_time"
     assert set(report["parts"]) == {"full", "wrapper", "thin_gemm", "update"}
     for part in report["parts"].values():
         assert part["rounds"] == 2 and 0.2 < part["ratio"] < 5 and part["base_s"] > 0
-    proc = run_bench("--rounds", "0", timeout=60, script="bench/forward_parts.py")
+    proc = run_bench("--rounds", "0", timeout=60, module="bench.forward_parts")
     assert proc.returncode == 2 and len(error_lines(proc)) == 1 and "--rounds" in error_lines(proc)[0]
 
 
 def profile_tiny_step(tmp_path: Path, *extra: str) -> dict:
     """One profiled step of train_rl.py with the real-model config's settings, on the tiny model (seconds, not minutes)."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import bench_step
-    import training
+    from bench import bench_step
 
-    record = bench_step.StepRecord()
-    with bench_step.profiled(record, training):
-        bench_step.run_train_rl(["32", "2", "--config", "configs/smollm2_cpu.yaml", "--model", "tiny",
-                                 "--max_completion_length", "8", "--max_steps", "1", "--save_steps", "100",
-                                 "--output_dir", str(tmp_path), *extra])
+    record = bench_step.profile_step(["32", "2", "--config", "configs/smollm2_cpu.yaml", "--model", "tiny",
+                                      "--max_completion_length", "8", "--max_steps", "1", "--save_steps", "100",
+                                      "--output_dir", str(tmp_path), *extra])
     return bench_step.summarize(record)
 
 
 def test_real_model_config_makes_one_pass_with_grad_and_no_extra_log_prob_pass(tmp_path):
     """configs/smollm2_cpu.yaml's step is generation + one scoring pass with grad + its backward: nothing else. The
     scoring pass (scoring.py) runs each of the 2 prompts once and then its 4 completions: 4 forwards, 2 per group."""
+    from bench import bench_step, run
+
     step = profile_tiny_step(tmp_path)
-    import bench_step  # importable once profile_tiny_step has put bench/ on the path
 
     passes = step["passes"]
     assert passes["logprob_calls_no_grad"] == 0 and passes["logprob_calls_with_grad"] == 1
@@ -174,7 +172,7 @@ def test_real_model_config_makes_one_pass_with_grad_and_no_extra_log_prob_pass(t
              "matmul_flop_s": {"decode": 1e9, "scoring": 2e9}, "flops_per_token": 3e5, "peak_rss_bytes": 2**30,
              "rollout_matmul_bound_tok_s": 1e3, "weight_stream_bytes_s": 1e9}
     step.update(rates, bound_s=bench_step.part_bounds(step, 2e5, 1e5, 2e9, 1e9))
-    table = load_script("bench/run").real_step_table(step, 90)  # what `bench/run.py --preset smollm2` prints
+    table = run.real_step_table(step, 90)  # what `python -m bench.run --preset smollm2` prints
     assert "| GRPO step at this CPU's rates |" in table and "| backward |" in table
     assert set(step["minor_faults"]) == {"generation", "forward_with_grad", "backward"}
     assert "| first touch of fresh memory" in table
@@ -182,8 +180,7 @@ def test_real_model_config_makes_one_pass_with_grad_and_no_extra_log_prob_pass(t
 
 def test_paired_rounds_give_the_median_round_ratio_not_the_ratio_of_the_fastest_runs():
     """Round 3 is the fastest on both sides only by luck of load: its ratio must not stand for the overhead."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import bench_model
+    from bench import bench_model
 
     paired = bench_model.Paired(base=(10.0, 12.0, 8.0, 20.0, 10.0), adapted=(10.5, 12.6, 9.6, 21.0, 11.0))
     summary = paired.summary()
@@ -196,33 +193,28 @@ def test_paired_rounds_give_the_median_round_ratio_not_the_ratio_of_the_fastest_
 
 
 def test_profiled_sections_count_the_first_touch_of_fresh_memory():
-    """The page-fault count of a TRL profiling context sees memory first touched inside it (64 MiB of fresh pages).
+    """The page-fault count of a profiled section sees memory first touched inside it (64 MiB of fresh pages).
 
     The pages come from an anonymous mmap, not from torch: an allocator may hand back memory an earlier test
     already touched (this test once saw 1 fault for a 64 MiB `torch.ones` late in the suite)."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import bench_step
-    import training
-    from trl.extras.profiling import ProfilingContext
+    from bench import bench_step
 
     pages = 64 * 2**20 // mmap.PAGESIZE
     record = bench_step.StepRecord()
-    with bench_step.profiled(record, training):
-        with ProfilingContext("touch", report_to=[]):
-            fresh = mmap.mmap(-1, pages * mmap.PAGESIZE)  # anonymous: pages this process has never touched
-            fresh.madvise(mmap.MADV_NOHUGEPAGE)  # one fault per small page, even where huge pages are on
-            for page in range(pages):
-                fresh[page * mmap.PAGESIZE] = 1
-        with ProfilingContext("idle", report_to=[]):
-            pass
+    with record.section("touch"):
+        fresh = mmap.mmap(-1, pages * mmap.PAGESIZE)  # anonymous: pages this process has never touched
+        fresh.madvise(mmap.MADV_NOHUGEPAGE)  # one fault per small page, even where huge pages are on
+        for page in range(pages):
+            fresh[page * mmap.PAGESIZE] = 1
+    with record.section("idle"):
+        pass
     assert sum(fresh[page * mmap.PAGESIZE] for page in range(pages)) == pages
     assert record.faults("touch") >= pages // 2 and record.faults("idle") < 100
 
 
 def test_part_bounds_price_each_part_at_the_given_rates():
     """Prefill and the scoring passes at the GEMM rate (the head only on completion rows), decode by streaming."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import bench_step
+    from bench import bench_step
 
     step = {"prefill_tokens": 100, "with_grad_tokens": 300, "padded_completion_tokens": 200,
             "passes": {"decode_forwards": 10}}
