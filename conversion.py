@@ -2,7 +2,8 @@
 
 What the judge can check is read from each statement (interactive, several answers, float or case-insensitive
 compare, limits); rows are streamed through a converter into a split's .jsonl, written atomically; a training split
-drops every row whose statement is in a held-out split. The record itself (its keys, loading it) is data.py's.
+drops every row whose statement is in a held-out split. The record itself (its keys, making and loading it) is
+data.py's.
 """
 from __future__ import annotations
 
@@ -151,19 +152,6 @@ def cap_tests(tests: list[dict], max_tests: int, max_test_bytes: int) -> tuple[l
     truncated: a cut input has a different answer). Returns the kept tests and how many were dropped."""
     kept = [t for t in tests if len(t["input"].encode()) + len(t["output"].encode()) <= max_test_bytes]
     return kept[:max_tests], len(tests) - min(len(kept), max_tests)
-
-
-def make_problem(problem_id: str, dataset: str, split: str, name: str, statement: str,
-                 tests: dict[str, list[dict]], *,
-                 time_limit_s: float | None = None, memory_limit_mb: int | None = None, source: str = "unknown",
-                 difficulty: str = "unknown", weakly_tested: bool = False, tags: Iterable[str] = (),
-                 compare: str = "tokens", checker: str | None = None, **extra) -> dict:
-    """The record every loader and script expects, with all keys present (extra optional fields appended)."""
-    return {"id": problem_id, "dataset": dataset, "split": split, "name": name, "statement": statement,
-            "tests": {g: tests.get(g, []) for g in data.TEST_GROUPS}, "time_limit_s": time_limit_s,
-            "memory_limit_mb": memory_limit_mb, "source": source, "difficulty": difficulty,
-            "weakly_tested": weakly_tested, "tags": list(dict.fromkeys(tags)), "compare": compare, "checker": checker,
-            **extra}
 
 
 @dataclass

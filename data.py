@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import NoReturn
@@ -102,6 +102,19 @@ def load_problems(name_or_path: str, split: str = "train", max_samples: int | No
 def all_tests(problem: dict) -> list[dict]:
     """Every test of a problem, public first (the judge's "first" selection then starts with the examples)."""
     return [t for group in TEST_GROUPS for t in problem["tests"].get(group, [])]
+
+
+def make_problem(problem_id: str, dataset: str, split: str, name: str, statement: str,
+                 tests: dict[str, list[dict]], *,
+                 time_limit_s: float | None = None, memory_limit_mb: int | None = None, source: str = "unknown",
+                 difficulty: str = "unknown", weakly_tested: bool = False, tags: Iterable[str] = (),
+                 compare: str = "tokens", checker: str | None = None, **extra) -> dict:
+    """The record every loader and script expects, with all keys present (extra optional fields appended)."""
+    return {"id": problem_id, "dataset": dataset, "split": split, "name": name, "statement": statement,
+            "tests": {g: tests.get(g, []) for g in TEST_GROUPS}, "time_limit_s": time_limit_s,
+            "memory_limit_mb": memory_limit_mb, "source": source, "difficulty": difficulty,
+            "weakly_tested": weakly_tested, "tags": list(dict.fromkeys(tags)), "compare": compare, "checker": checker,
+            **extra}
 
 
 def validation_split(dataset: str) -> str:

@@ -110,7 +110,7 @@ def make_converter(split: str, args: argparse.Namespace, difficulties: set[str],
         time_limit = row.get("time_limit") or {}
         seconds = (time_limit.get("seconds") or 0) + (time_limit.get("nanos") or 0) / 1e9
         memory = row.get("memory_limit_bytes") or 0
-        problem = conversion.make_problem(
+        problem = data.make_problem(
             problem_id, "code_contests", split, name, row["description"], tests,
             time_limit_s=seconds or None, memory_limit_mb=memory // 1_000_000 or None, source=source,
             difficulty=difficulty, tags=row.get("cf_tags") or [], **judging,

@@ -91,7 +91,7 @@ def make_converter(split: str, args: argparse.Namespace, notes):
             notes["only_statement_examples"] += 1
         name = next(line.strip() for line in statement.splitlines() if line.strip())[:80]
         time_limit_s, memory_limit_mb = conversion.statement_limits(statement)
-        problem = conversion.make_problem(
+        problem = data.make_problem(
             problem_id, "deepcoder", split, metadata.get("title") or name, statement,
             {group: kept}, time_limit_s=time_limit_s, memory_limit_mb=memory_limit_mb, source=SOURCES[config],
             difficulty=str(metadata.get("difficulty") or "unknown"), weakly_tested=weak,

@@ -23,8 +23,7 @@ from tqdm import tqdm
 
 SAMPLE = Path(__file__).resolve().parent / "sample"
 sys.path.insert(0, str(SAMPLE.parent.parent))
-import conversion  # noqa: E402  (repo root on the path first)
-import data  # noqa: E402
+import data  # noqa: E402  (repo root on the path first)
 
 MIN_TESTS = 5
 
@@ -86,7 +85,7 @@ def build_problem(spec: dict, workdir: Path, cxx: str) -> dict:
         raise ValueError(f"{name}: wrong/{name}.cpp passes every test; add a test that catches it")
     tests = [{"input": i, "output": o} for i, o in zip(inputs, expected)]
     n_public = spec.get("public", 2)
-    return conversion.make_problem(
+    return data.make_problem(
         f"sample/{name}", "sample", spec["split"], spec["title"], spec["statement"],
         {"public": tests[:n_public], "private": tests[n_public:]}, time_limit_s=1.0, memory_limit_mb=256,
         source="sample", difficulty=spec["difficulty"], tags=spec["tags"], **extra)

@@ -343,7 +343,7 @@ def test_only_examples():
 
 
 def test_first_by_fingerprint_depends_on_statements_only(tmp_path):
-    problems = [conversion.make_problem(f"x/{i}", "sample", "test", f"p{i}", f"Statement number {i}.",
+    problems = [data.make_problem(f"x/{i}", "sample", "test", f"p{i}", f"Statement number {i}.",
                                   {"public": [{"input": "1\n", "output": "1\n"}]}) for i in range(10)]
     chosen = []
     for name, order in (("a", problems), ("b", problems[::-1])):
