@@ -249,6 +249,9 @@ def compute_metrics(samples: list[dict], ks: Sequence[int] = (1,), elapsed_s: fl
         "counts": {o: counts[o] for o in OUTCOMES},
         "verdicts": {v.value: verdicts[v.value] for v in utils.Verdict},
     }
+    uncut = [s for s in samples if not s["truncated"]]
+    if uncut:  # does a lift come from solving, or only from shorter answers that are no longer cut?
+        metrics["pass_rate_uncut"] = sum(s["outcome"] == "pass" for s in uncut) / len(uncut)
     n = min((p["n"] for p in problems), default=0)
     for k in sorted({1, *ks}):
         if 0 < k <= n:
@@ -326,6 +329,7 @@ ROWS = [
     ("compile_error_rate", "compile error", _pct, lambda d: f"{100 * d:+.2f} pp"),
     ("no_code_rate", "no code", _pct, lambda d: f"{100 * d:+.2f} pp"),
     ("truncated_rate", "hit max_new_tokens", _pct, lambda d: f"{100 * d:+.2f} pp"),
+    ("pass_rate_uncut", "pass rate of answers not cut", _pct, lambda d: f"{100 * d:+.2f} pp"),
     ("mean_completion_tokens", "mean completion tokens", "{:.1f}".format, "{:+.1f}".format),
     ("problems_per_minute", "problems / minute", "{:.2f}".format, "{:+.2f}".format),
 ]

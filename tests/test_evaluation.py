@@ -106,6 +106,10 @@ def test_metrics_from_known_programs_through_the_judge(problems):
     assert m["no_code_rate"] == m["compile_error_rate"] == pytest.approx(1 / 6)
     assert m["avg_reward"] == pytest.approx((3 * 1.0 + wrong["reward"]) / 6)
     assert [p["first_pass"] for p in evaluation.per_problem(samples)] == [True, True, False]
+    assert m["truncated_rate"] == 0 and m["pass_rate_uncut"] == pytest.approx(3 / 6)
+    cut = [dict(s, truncated=i == 0) for i, s in enumerate(samples)]  # the first answer (a pass) hit the cap
+    assert evaluation.compute_metrics(cut)["pass_rate_uncut"] == pytest.approx(2 / 5)
+    assert "pass_rate_uncut" not in evaluation.compute_metrics([dict(s, truncated=True) for s in samples])
 
 
 # ------------------------------------------------------------------------------------------------------- compare
