@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import NoReturn
 
-from paths import replaced_atomically  # noqa: F401  (until tinylora.py and training.py import it from paths)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DATASETS = ("sample", "code_contests", "deepcoder")

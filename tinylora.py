@@ -39,7 +39,7 @@ from peft.utils import PeftType
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from data import replaced_atomically
+from paths import replaced_atomically
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TIE_MODES = ("all", "layer", "structured", "module", "groups:G")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import data
+import paths
 import sampling
 import scoring
 import utils
@@ -511,7 +512,7 @@ def make_trainer_class():
             if not self.args.should_save:
                 return
             name = f"checkpoint-{self.state.global_step}"
-            with data.replaced_atomically(root / name) as tmp:
+            with paths.replaced_atomically(root / name) as tmp:
                 (root / ".staging" / name).rename(tmp)
                 write_manifest(tmp, {**self.run_info, "global_step": self.state.global_step})
             for old in checkpoints(root)[self.args.save_total_limit or 10**9:]:
