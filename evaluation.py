@@ -50,7 +50,7 @@ class GenerationSettings:
     batch_size: int = 8  # part of the pairing: batch composition decides padding and sampling seeds
     seed: int = 42
     max_prompt_tokens: int | None = None  # longer prompts are skipped; None = context length - max_new_tokens
-    sampler: str = "exact"  # which weights draw the tokens: sampling.SAMPLER_WEIGHTS (int8 is the CPU fast path)
+    sampler: str = "exact"  # which weights draw the tokens: arguments.SAMPLER_WEIGHTS (int8 is the CPU fast path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -452,34 +452,6 @@ def load_summary(path: str | Path) -> dict:
 # Command line shared by test.py and validate.py
 
 
-def cli_parser(description: str | None) -> data.ArgumentParser:
-    """Flags every evaluation script takes (the script adds how it picks the model and the problems)."""
-    p = data.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="code_contests",
-                   help=f"{' | '.join(data.DATASETS)} | a problems .jsonl file (default %(default)s)")
-    p.add_argument("--test_data", dest="dataset", help=argparse.SUPPRESS)  # the seed's spelling of --dataset PATH
-    p.add_argument("--model", default=modeling.DEFAULT_MODEL,
-                   help="base model: hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'")
-    p.add_argument("--no_quant", action="store_true", help="bf16 (fp32 on CPU) instead of NF4 4-bit")
-    p.add_argument("--seed", type=int, default=42, help="problem sampling and generation seed (default %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling when temperature > 0")
-    p.add_argument("--n", type=int, default=1, help="samples per problem (needs temperature > 0 when > 1)")
-    p.add_argument("--k", default="1", help="comma-separated k for pass@k, each <= n (default %(default)s)")
-    p.add_argument("--batch_size", type=int, default=8, help="prompts per generate call (default %(default)s)")
-    p.add_argument("--max_new_tokens", type=int, default=1024, help="completion length cap (default %(default)s)")
-    p.add_argument("--sampler", choices=sampling.SAMPLER_WEIGHTS,
-                   help="weights that draw the tokens: int8 (the adapter folded in, int8 layers: 2-4x faster on CPU; "
-                        "its drift is in docs/benchmarks.md) or exact (default: int8 on CPU, exact on GPU)")
-    p.add_argument("--max_prompt_tokens", type=int, help="skip longer prompts (default: context - max_new_tokens)")
-    p.add_argument("--max_tests", type=int, default=0, help="tests judged per problem, 0 = all (default)")
-    p.add_argument("--time_limit", type=float, default=EVAL_JUDGE.time_limit_s, help="seconds per test (default 2)")
-    data.add_prompt_flags(p, unset="the adapter's own, else data.py's default")
-    p.add_argument("--output_dir", help="where results.jsonl and summary.json go (default output/<script>/<time>-"
-                                        "<label>); with --compare, where compare.png goes (default: beside B)")
-    return p
-
-
 def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.CodeReward, list[int]]:
     """Validate the flags that argparse cannot check alone."""
     try:
@@ -487,7 +459,7 @@ def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.CodeR
     except ValueError:
         raise data.UsageError(f"--k must be comma-separated integers (got {args.k!r})")
     positive = {"--n": args.n, "--batch_size": args.batch_size, "--max_new_tokens": args.max_new_tokens,
-                "--time_limit": args.time_limit, "--k": min(ks)}
+                "--time_limit": args.time_limit or EVAL_JUDGE.time_limit_s, "--k": min(ks)}
     for flag, value in positive.items():
         if value <= 0:
             raise data.UsageError(f"{flag} must be positive (got {value})")
@@ -501,7 +473,7 @@ def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.CodeR
                                   n=args.n, batch_size=args.batch_size, seed=args.seed,
                                   max_prompt_tokens=args.max_prompt_tokens,
                                   sampler=args.sampler or sampling.default_weights(modeling.default_device()))
-    reward = evaluation_reward(dataclasses.replace(EVAL_JUDGE, max_tests=args.max_tests, time_limit_s=args.time_limit))
+    reward = evaluation_reward(dataclasses.replace(EVAL_JUDGE, max_tests=args.max_tests, time_limit_s=args.time_limit or EVAL_JUDGE.time_limit_s))
     return settings, reward, ks
 
 

@@ -16,6 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
+import arguments
 import data
 import evaluation
 import modeling
@@ -59,7 +60,7 @@ def measure(model, tokenizer, examples: list[dict], problems: list[dict], args) 
 
 def parse_args(argv: list[str] | None):
     parser = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=modeling.DEFAULT_MODEL,
+    parser.add_argument("--model", default=arguments.DEFAULT_MODEL,
                         help="hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'")
     parser.add_argument("--no_quant", action="store_true", help="bf16 (fp32 on CPU) instead of NF4 4-bit")
     parser.add_argument("--dataset", default="code_contests",

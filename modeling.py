@@ -19,7 +19,6 @@ from tqdm import tqdm
 from paths import cache_dir, replaced_atomically
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-3B-Instruct"
 TINY = "tiny"
 
 # Qwen2.5-Instruct's chat template without its tool-calling branch, written to render system/user/assistant turns

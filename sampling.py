@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-SAMPLER_WEIGHTS = ("int8", "exact")
+from arguments import SAMPLER_WEIGHTS
+
 
 
 class SamplingError(ValueError):

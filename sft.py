@@ -1,24 +1,21 @@
 """The SFT side of "RL beats SFT at the same tiny budget": examples from reference solutions and their loss.
 
 train_sft.py trains on these examples and loss_surface.py measures the same loss over a grid of v, so both see
-the very same tokens. The adapter, its flags and the prompts are train_rl.py's (training.TinyLoraArguments);
+the very same tokens. The adapter, its flags and the prompts are train_rl.py's (arguments.py's concerns);
 only the objective differs: the answer is the problem's reference solution as one ```cpp block, and the loss
 covers the answer tokens only.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import sys
-from dataclasses import field
+from typing import NamedTuple
 
+import arguments
 import data
 import training
 
-# Flags shared with train_rl.py, taken from its dataclass so the two scripts cannot drift apart.
-SHARED_FLAGS = ("u", "max_samples", "rank", "tie", "model", "no_quant", "dataset", "train_data", "show_examples",
-                "system_prompt", "instruction")
 # SFTConfig defaults we change: the GRPO recipe's batch and learning rate (configs/default.yaml), one epoch, so the
 # two runs differ in the objective only; no TRL checkpoints (the final adapter is saved atomically instead).
 SFT_DEFAULTS = dict(output_dir="output/train_sft", learning_rate=1e-5, per_device_train_batch_size=4,
@@ -26,30 +23,37 @@ SFT_DEFAULTS = dict(output_dir="output/train_sft", learning_rate=1e-5, per_devic
                     report_to="none", gradient_checkpointing=False, seed=42)
 
 
-def _shared_field(name: str) -> tuple[str, type, dataclasses.Field]:
-    source = next(f for f in dataclasses.fields(training.TinyLoraArguments) if f.name == name)
-    return name, source.type, field(default=source.default, metadata=source.metadata)
+class SftFlags(NamedTuple):
+    """train_sft.py's flags by concern (train_rl.py's model, adapter, data and prompt concerns plus SFT's own) and
+    TRL's SFTConfig."""
+
+    model: arguments.ModelArguments
+    adapter: arguments.AdapterArguments
+    data: arguments.DataArguments
+    prompt: arguments.PromptArguments
+    sft: arguments.SftArguments
+    config: object  # trl.SFTConfig
+
+    def concerns(self) -> tuple:
+        return tuple(self)[:-1]
 
 
-SftArguments = dataclasses.make_dataclass("SftArguments", [
-    *(_shared_field(name) for name in SHARED_FLAGS),
-    ("solutions_per_problem", int, field(default=1, metadata={"help": "reference solutions used per problem"})),
-    ("loss_samples", int, field(default=64, metadata={"help": "examples whose loss is reported before and after"})),
-])
-SftArguments.__doc__ = "train_rl.py's adapter and data flags plus SFT's own; everything else is TRL's SFTConfig."
-
-
-def parse_sft_args(argv: list[str] | None = None):
-    """(SftArguments, SFTConfig) from flags and YAML; bad values raise data.UsageError."""
+def parse_sft_args(argv: list[str] | None = None) -> SftFlags:
+    """train_sft.py's flags and TRL's SFTConfig from flags and YAML; bad values raise data.UsageError."""
     import torch
     from trl import SFTConfig
 
     # SFTConfig defaults to bf16, which it refuses on a CPU before configure_device could switch it off.
-    ours, sft = training.parse_with_trl((SftArguments, SFTConfig), sys.argv[1:] if argv is None else argv,
-                                        "train_sft.py", defaults={**SFT_DEFAULTS, "bf16": torch.cuda.is_available()})
-    if min(ours.u, ours.max_samples, ours.rank, ours.solutions_per_problem, ours.loss_samples) < 1:
+    flags = SftFlags(*training.parse_with_trl((*arguments.SFT_CONCERNS, SFTConfig),
+                                              sys.argv[1:] if argv is None else argv, "train_sft.py",
+                                              defaults={**SFT_DEFAULTS, "bf16": torch.cuda.is_available()}))
+    adapter, own = flags.adapter, flags.sft
+    if min(adapter.u, flags.data.max_samples, adapter.rank, own.solutions_per_problem, own.loss_samples) < 1:
         raise data.UsageError("--u, --max_samples, --rank, --solutions_per_problem and --loss_samples must be positive")
-    return ours, sft
+    if adapter.adapter != "tinylora":
+        raise data.UsageError("train_sft.py trains TinyLoRA's v (the SFT side of the RL-against-SFT contrast); "
+                              "--adapter lora is train_rl.py's")
+    return flags
 
 
 def tokenize_example(messages: list[dict], answer: str, tokenizer) -> dict:

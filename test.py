@@ -12,13 +12,13 @@ was trained on unless --system_prompt, --instruction or --show_examples say othe
 """
 from __future__ import annotations
 
+import arguments
 import data
-import evaluation
 
 
 @data.script_main
 def main(argv: list[str] | None = None) -> dict:
-    parser = evaluation.cli_parser(__doc__)
+    parser = arguments.evaluation_parser(__doc__)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--baseline", action="store_true", help="evaluate the base model without an adapter")
     mode.add_argument("--checkpoint_path", metavar="DIR", help="adapter directory saved by train_rl.py")
@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num_samples", type=int, help="problems to evaluate (default: the whole split)")
     parser.add_argument("--split", default="test", help="dataset split (default %(default)s)")
     args = data.parse_with_config(parser, argv)
+    import evaluation  # after parsing: --help answers without torch
+
     if args.compare:
         return evaluation.compare_cli(*args.compare, args.output_dir)
     return evaluation.run_cli(args, "test")

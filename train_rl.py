@@ -16,39 +16,47 @@ The wiring lives in training.py; this is the pipeline.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import arguments
 import data
-import training
 
 
 @data.script_main
-def main(argv: list[str] | None = None) -> Path:
-    ours, grpo = training.parse_grpo_args(argv)
-    prompt, reward = data.PromptSettings().overridden(ours), training.code_reward(ours)
+def main(argv: list[str] | None = None) -> Path | None:
+    argv = sys.argv[1:] if argv is None else argv
+    if arguments.wants_help(argv):  # without importing torch and TRL: under 2 s
+        return arguments.print_help(arguments.GRPO_CONCERNS, "train_rl.py", "train_rl.py [U] [MAX_SAMPLES] [flags]",
+                                    "GRPOConfig", __doc__)
+    import training
+
+    flags = training.parse_grpo_args(argv)
+    grpo, run = flags.grpo, flags.run
+    prompt, reward = data.PromptSettings().overridden(flags.prompt), training.code_reward(flags.reward)
     device = training.configure_device(grpo)
-    sampler = training.sampler_settings(ours, device)
-    resume_from = training.resume_checkpoint(Path(grpo.output_dir)) if ours.resume else None
-    model, tokenizer = training.load_adapted_model(ours, grpo.seed, device)
-    dataset, problems = training.grpo_rows(ours, prompt, tokenizer, grpo.seed)
-    info = training.run_info(ours, grpo, prompt, training.data_hash(dataset))
+    sampler = training.sampler_settings(run, device)
+    resume_from = training.resume_checkpoint(Path(grpo.output_dir)) if run.resume else None
+    model, tokenizer = training.load_adapted_model(flags.model, flags.adapter, grpo.seed, device)
+    dataset, problems = training.grpo_rows(flags.data, flags.rollout, flags.reward, prompt, tokenizer, grpo.seed)
+    info = training.run_info(flags.concerns(), grpo, prompt, training.data_hash(dataset))
     callbacks = []
-    if ours.do_validate:
-        val_problems = training.validation_problems(ours, grpo.seed)
-        callbacks.append(training.validation_callback(tokenizer, val_problems, ours, prompt, info, Path(grpo.output_dir),
-                                                       sampler))
+    if flags.validation.do_validate:
+        val_problems = training.validation_problems(flags.data.dataset, flags.validation, grpo.seed)
+        callbacks.append(training.validation_callback(tokenizer, val_problems, flags.validation, prompt, info,
+                                                       Path(grpo.output_dir), sampler))
     trainer = training.grpo_trainer(model, tokenizer, reward, grpo, dataset, callbacks, info, sampler,
-                                     ours.recompute_scoring)
-    if ours.compare_before_after:
-        problems = training.comparison_problems(ours, problems, grpo.seed)
-        before = training.sample_training_problems(model, tokenizer, problems, ours, grpo, prompt, reward, "before",
+                                     run.recompute_scoring)
+    if run.compare_before_after:
+        problems = training.comparison_problems(run, flags.data.dataset, problems, grpo.seed)
+        before = training.sample_training_problems(model, tokenizer, problems, run, grpo, prompt, reward, "before",
                                                    sampler)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if ours.compare_before_after and trainer.args.should_save:
-        after = training.sample_training_problems(trainer.model, tokenizer, problems, ours, grpo, prompt, reward,
+    if run.compare_before_after and trainer.args.should_save:
+        after = training.sample_training_problems(trainer.model, tokenizer, problems, run, grpo, prompt, reward,
                                                   "after", sampler)
         training.print_before_after(before, after)
-    return training.save_final(trainer, info, export_lora=ours.export_lora)
+    return training.save_final(trainer, info, export_lora=run.export_lora)
 
 
 if __name__ == "__main__":

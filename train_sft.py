@@ -12,28 +12,35 @@ with the same `python test.py --checkpoint_path OUT/final` (it is asked with the
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import arguments
 import data
-import sft
-import training
 
 
 @data.script_main
-def main(argv: list[str] | None = None) -> Path:
-    ours, config = sft.parse_sft_args(argv)
-    prompt = data.PromptSettings().overridden(ours)
+def main(argv: list[str] | None = None) -> Path | None:
+    argv = sys.argv[1:] if argv is None else argv
+    if arguments.wants_help(argv):  # without importing torch and TRL: under 2 s
+        return arguments.print_help(arguments.SFT_CONCERNS, "train_sft.py", "train_sft.py [flags]", "SFTConfig", __doc__)
+    import sft
+    import training
+
+    flags = sft.parse_sft_args(argv)
+    config, own = flags.config, flags.sft
+    prompt = data.PromptSettings().overridden(flags.prompt)
     device = training.configure_device(config)
-    model, tokenizer = training.load_adapted_model(ours, config.seed, device)
-    problems = training.load_training_problems(ours, config.seed, ours.max_samples)
-    examples = sft.build_examples(problems, tokenizer, config.max_length, ours.solutions_per_problem, prompt)
-    probe = examples[:ours.loss_samples]
+    model, tokenizer = training.load_adapted_model(flags.model, flags.adapter, config.seed, device)
+    problems = training.load_training_problems(flags.data.dataset, config.seed, flags.data.max_samples)
+    examples = sft.build_examples(problems, tokenizer, config.max_length, own.solutions_per_problem, prompt)
+    probe = examples[:own.loss_samples]
     loss_before = sft.sft_loss(model, probe, config.per_device_eval_batch_size)
     trainer = sft.sft_trainer(model, tokenizer, config, examples)
     trainer.train()
     loss_after = sft.sft_loss(trainer.model, probe, config.per_device_eval_batch_size)
     print(f"SFT loss on {len(probe)} training examples: {loss_before:.4f} -> {loss_after:.4f}")
-    info = training.run_info(ours, config, prompt, sft.examples_hash(examples), method="sft",
+    info = training.run_info(flags.concerns(), config, prompt, sft.examples_hash(examples), method="sft",
                              sft_loss={"before": loss_before, "after": loss_after})
     return training.save_final(trainer, info)
 

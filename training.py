@@ -14,9 +14,10 @@ import shutil
 import subprocess
 import sys
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+import arguments
 import data
 import paths
 import sampling
@@ -26,55 +27,26 @@ import utils
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"  # the GPU recipe
 CPU_CONFIG = ROOT / "configs" / "tiny_cpu.yaml"  # the default where no GPU is found: short, offline-sized runs
+USAGE = "train_rl.py [U] [MAX_SAMPLES] [flags]"
 MANIFEST = "manifest.json"
 
 
-@dataclass
-class TinyLoraArguments:
-    """Our own knobs; everything else is TRL's GRPOConfig."""
+class GrpoFlags(NamedTuple):
+    """train_rl.py's flags by concern, and TRL's config: main() hands each function only the concerns it needs."""
 
-    u: int = field(default=32, metadata={"help": "numbers in each trainable vector v (positional U)"})
-    max_samples: int = field(default=2000, metadata={"help": "training problems to sample (positional MAX_SAMPLES)"})
-    adapter: str = field(default="tinylora", metadata={
-        "help": "tinylora (u numbers) | lora: the contrast, a stock PEFT LoRA of --rank on the same projections"})
-    rank: int = field(default=2, metadata={"help": "SVD rank r of the frozen factors (the LoRA rank with --adapter lora)"})
-    tie: str = field(default="all", metadata={"help": "v sharing: all | layer | structured | module | groups:G"})
-    model: str = field(default="Qwen/Qwen2.5-Coder-3B-Instruct",
-                       metadata={"help": "hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'"})
-    no_quant: bool = field(default=False, metadata={"help": "bf16 base instead of NF4 4-bit"})
-    dataset: str = field(default="code_contests",
-                         metadata={"help": "code_contests | deepcoder | sample | a problems .jsonl file"})
-    train_data: str | None = field(default=None, metadata={"help": "the seed's spelling of --dataset FILE.jsonl"})
-    show_examples: bool = field(default=False, metadata={"help": "put the public tests in the prompt"})
-    system_prompt: str | None = field(default=None, metadata={"help": "override data.DEFAULT_SYSTEM_PROMPT"})
-    instruction: str | None = field(default=None, metadata={"help": "override data.DEFAULT_INSTRUCTION"})
-    max_prompt_length: int = field(default=1024, metadata={"help": "prompts longer than this (tokens) are dropped"})
-    max_tests: int = field(default=10, metadata={"help": "tests judged per completion"})
-    test_selection: str = field(default="first", metadata={"help": "first | longest tests when capping"})
-    reward_scheme: str = field(default="seed", metadata={"help": "seed (partial credit) | binary"})
-    no_code_penalty: float = field(default=0.0, metadata={"help": "reward for a completion with no code"})
-    do_validate: bool = field(default=False, metadata={"help": "greedy validation every --val_steps"})
-    val_steps: int = field(default=100, metadata={"help": "steps between validations"})
-    val_samples: int = field(default=10, metadata={"help": "held-out problems per validation"})
-    val_max_new_tokens: int = field(default=1024, metadata={"help": "generation budget during validation"})
-    resume: bool = field(default=False, metadata={"help": "continue from the newest complete checkpoint"})
-    problem_ids: str | None = field(default=None, metadata={"help": "train only on these problem ids (comma list)"})
-    compare_before_after: bool = field(
-        default=False, metadata={"help": "sample the training problems before and after training and compare"}
-    )
-    eval_samples: int = field(default=16, metadata={"help": "samples per problem for --compare_before_after"})
-    compare_split: str = field(
-        default="train", metadata={"help": "what --compare_before_after samples: train (the training problems) | test "
-                                           "(the dataset's test split, held out, judged on all tests as test.py does)"})
-    export_lora: bool = field(
-        default=False, metadata={"help": "also write the final adapter as a standard PEFT LoRA to OUTPUT_DIR/final_lora"}
-    )
-    sampler: str | None = field(
-        default=None, metadata={"help": "weights that draw completions: int8 (v folded in, int8 layers; CPU fast path) "
-                                        "| exact (default: int8 on CPU, exact on GPU)"})
-    recompute_scoring: bool = field(
-        default=False, metadata={"help": "recompute each prompt group's scoring forward during the backward: the "
-                                         "peak memory of one group's activations, one more forward per step"})
+    model: arguments.ModelArguments
+    adapter: arguments.AdapterArguments
+    data: arguments.DataArguments
+    prompt: arguments.PromptArguments
+    rollout: arguments.RolloutArguments
+    reward: arguments.RewardArguments
+    validation: arguments.ValidationArguments
+    run: arguments.RunArguments
+    grpo: object  # trl.GRPOConfig (TRL is imported when parsing, not with this module)
+
+    def concerns(self) -> tuple:
+        """Our dataclasses, without TRL's config: what run_info records flag by flag."""
+        return tuple(self)[:-1]
 
 
 def split_positionals(argv: list[str], default_config: Path | None = None) -> list[str]:
@@ -105,51 +77,54 @@ def parse_with_trl(dataclass_types: tuple, argv: list[str], prog: str, usage: st
     try:
         with warnings.catch_warnings():  # TRL's configs still set the old name transformers 5 deprecated, not the user
             warnings.filterwarnings("ignore", message=r"`gradient_checkpointing` is deprecated", category=FutureWarning)
-            ours, trainer_args = parser.parse_args_and_config(argv)
+            parsed = parser.parse_args_and_config(argv)
     except ValueError as err:  # TRL/transformers validate their own fields
         raise data.UsageError(str(err).splitlines()[0])
-    if ours.train_data:
-        ours.dataset, ours.train_data = ours.train_data, None
-    return ours, trainer_args
+    for chosen in parsed:
+        if isinstance(chosen, arguments.DataArguments) and chosen.train_data:
+            chosen.dataset, chosen.train_data = chosen.train_data, None
+    return parsed
 
 
-def parse_grpo_args(argv: list[str] | None = None):
-    """(TinyLoraArguments, GRPOConfig) from `U MAX_SAMPLES`, flags and YAML; contradictions raise data.UsageError."""
+def parse_grpo_args(argv: list[str] | None = None) -> GrpoFlags:
+    """train_rl.py's flags by concern and TRL's GRPOConfig, from `U MAX_SAMPLES`, flags and YAML; contradictions
+    raise data.UsageError."""
     from trl import GRPOConfig
 
     argv = split_positionals(sys.argv[1:] if argv is None else argv)
-    ours, grpo = parse_with_trl((TinyLoraArguments, GRPOConfig), argv, "train_rl.py", "train_rl.py [U] [MAX_SAMPLES] [flags]")
-    if ours.u < 1 or ours.max_samples < 1 or ours.rank < 1:
+    flags = GrpoFlags(*parse_with_trl((*arguments.GRPO_CONCERNS, GRPOConfig), argv, "train_rl.py", USAGE))
+    adapter, dataset, validation, run = flags.adapter, flags.data.dataset, flags.validation, flags.run
+    if adapter.u < 1 or flags.data.max_samples < 1 or adapter.rank < 1:
         raise data.UsageError("U, MAX_SAMPLES and --rank must be positive integers")
-    if ours.do_validate and (ours.val_samples < 1 or ours.val_steps < 1):
+    if validation.do_validate and (validation.val_samples < 1 or validation.val_steps < 1):
         raise data.UsageError("--do_validate needs --val_samples >= 1 and --val_steps >= 1")
-    if ours.do_validate and ours.dataset not in data.DATASETS:
+    if validation.do_validate and dataset not in data.DATASETS:
         raise data.UsageError("--do_validate needs a named --dataset to hold problems out of, not a .jsonl file")
-    if ours.test_selection not in ("first", "longest"):
-        raise data.UsageError("--test_selection is first|longest")
-    if ours.sampler not in (None, *sampling.SAMPLER_WEIGHTS):
-        raise data.UsageError(f"--sampler is {'|'.join(sampling.SAMPLER_WEIGHTS)}")
-    if ours.adapter not in ("tinylora", "lora"):
-        raise data.UsageError("--adapter is tinylora|lora")
-    if ours.adapter == "lora" and ours.export_lora:
+    if flags.reward.test_selection not in arguments.TEST_SELECTIONS:
+        raise data.UsageError(f"--test_selection is {'|'.join(arguments.TEST_SELECTIONS)}")
+    if run.sampler not in (None, *arguments.SAMPLER_WEIGHTS):
+        raise data.UsageError(f"--sampler is {'|'.join(arguments.SAMPLER_WEIGHTS)}")
+    if adapter.adapter not in arguments.ADAPTERS:
+        raise data.UsageError(f"--adapter is {'|'.join(arguments.ADAPTERS)}")
+    if adapter.adapter == "lora" and run.export_lora:
         raise data.UsageError("--export_lora writes TinyLoRA as a LoRA; --adapter lora already saves one")
-    if ours.compare_split not in ("train", "test"):
-        raise data.UsageError("--compare_split is train|test")
-    if ours.compare_split == "test" and ours.dataset not in data.DATASETS:
+    if run.compare_split not in arguments.COMPARE_SPLITS:
+        raise data.UsageError(f"--compare_split is {'|'.join(arguments.COMPARE_SPLITS)}")
+    if run.compare_split == "test" and dataset not in data.DATASETS:
         raise data.UsageError("--compare_split test needs a named --dataset with a test split, not a .jsonl file")
-    return ours, grpo
+    return flags
 
 
-def sampler_settings(ours: TinyLoraArguments, device: str) -> sampling.SamplerSettings:
+def sampler_settings(run: arguments.RunArguments, device: str) -> sampling.SamplerSettings:
     """The weights completions are drawn with: --sampler, else the device's fast default."""
-    return sampling.SamplerSettings(ours.sampler or sampling.default_weights(device))
+    return sampling.SamplerSettings(run.sampler or sampling.default_weights(device))
 
 
-def code_reward(ours: TinyLoraArguments) -> utils.CodeReward:
+def code_reward(reward: arguments.RewardArguments) -> utils.CodeReward:
     """The training reward from the flags (an unknown scheme raises data.UsageError)."""
     try:
-        return utils.CodeReward(utils.JudgeConfig(max_tests=ours.max_tests, test_selection=ours.test_selection),
-                                scheme=ours.reward_scheme, no_code_penalty=ours.no_code_penalty)
+        return utils.CodeReward(utils.JudgeConfig(max_tests=reward.max_tests, test_selection=reward.test_selection),
+                                scheme=reward.reward_scheme, no_code_penalty=reward.no_code_penalty)
     except ValueError as err:
         raise data.UsageError(str(err))
 
@@ -196,62 +171,64 @@ def configure_device(trainer_args) -> str:
     return "cpu"
 
 
-def load_adapted_model(ours, seed: int, device: str):
+def load_adapted_model(base: arguments.ModelArguments, adapter: arguments.AdapterArguments, seed: int,
+                       device: str):
     """(base model with TinyLoRA applied, tokenizer); prints the trainable count. Failures raise data.UsageError."""
     import modeling
     import tinylora
 
     try:
-        model, tokenizer = modeling.load_model(ours.model, quant=not ours.no_quant, device=device)
-        if ours.adapter == "lora":
-            model = tinylora.apply_lora(model, rank=ours.rank)
+        model, tokenizer = modeling.load_model(base.model, quant=not base.no_quant, device=device)
+        if adapter.adapter == "lora":
+            model = tinylora.apply_lora(model, rank=adapter.rank)
         else:
-            model = tinylora.apply_tiny_lora(model, u=ours.u, rank=ours.rank, seed=seed, tie=ours.tie)
+            model = tinylora.apply_tiny_lora(model, u=adapter.u, rank=adapter.rank, seed=seed, tie=adapter.tie)
     except (OSError, ValueError) as err:  # a missing model, TinyLoraError
         raise data.UsageError(str(err).splitlines()[0])
     trainable = tinylora.count_trainable(model)
-    where = f"on {ours.model} ({'bf16/fp32' if ours.no_quant else 'NF4'}, {device})"
-    if ours.adapter == "lora":
-        print(f"LoRA (the contrast): {trainable} trainable parameters (rank={ours.rank}) {where}")
+    where = f"on {base.model} ({'bf16/fp32' if base.no_quant else 'NF4'}, {device})"
+    if adapter.adapter == "lora":
+        print(f"LoRA (the contrast): {trainable} trainable parameters (rank={adapter.rank}) {where}")
         return model, tokenizer
-    expected = ours.u * len(tinylora.tiny_lora_v(model))
+    expected = adapter.u * len(tinylora.tiny_lora_v(model))
     assert trainable == expected, f"{trainable} trainable parameters, expected {expected}"
-    print(f"TinyLoRA: {trainable} trainable parameters (u={ours.u}, tie={ours.tie}, rank={ours.rank}) {where}")
+    print(f"TinyLoRA: {trainable} trainable parameters (u={adapter.u}, tie={adapter.tie}, rank={adapter.rank}) {where}")
     return model, tokenizer
 
 
-def load_training_problems(ours, seed: int, max_samples: int | None = None) -> list[dict]:
+def load_training_problems(dataset: str, seed: int, max_samples: int | None = None) -> list[dict]:
     """The train split of --dataset (or the .jsonl file), or a data.UsageError naming what is missing."""
     try:
-        return data.load_problems(ours.dataset, "train", max_samples, seed)
+        return data.load_problems(dataset, "train", max_samples, seed)
     except (OSError, ValueError) as err:
         raise data.UsageError(str(err).splitlines()[0])
 
 
 # ------------------------------------------------------------------------------------------------- GRPO data
-def grpo_rows(ours: TinyLoraArguments, prompt: data.PromptSettings, tokenizer, seed: int):
+def grpo_rows(chosen: arguments.DataArguments, rollout: arguments.RolloutArguments, reward: arguments.RewardArguments,
+              prompt: data.PromptSettings, tokenizer, seed: int):
     """(GRPO dataset, its problems): the chat prompt plus the test columns the reward function needs."""
     from datasets import Dataset
 
-    problems = load_training_problems(ours, seed, None if ours.problem_ids else ours.max_samples)
-    if ours.problem_ids:
-        wanted = ours.problem_ids.split(",")
+    problems = load_training_problems(chosen.dataset, seed, None if rollout.problem_ids else chosen.max_samples)
+    if rollout.problem_ids:
+        wanted = rollout.problem_ids.split(",")
         missing = sorted(set(wanted) - {p["id"] for p in problems})
         if missing:
             raise data.UsageError(f"--problem_ids not in the training split: {', '.join(missing)}")
-        problems = [p for p in problems if p["id"] in wanted][: ours.max_samples]
+        problems = [p for p in problems if p["id"] in wanted][: chosen.max_samples]
     rows, too_long = [], 0
     for problem in problems:
         messages = prompt.messages(problem)
-        if len(data.render_prompt(messages, tokenizer)[1]) > ours.max_prompt_length:
+        if len(data.render_prompt(messages, tokenizer)[1]) > rollout.max_prompt_length:
             too_long += 1
             continue
-        tests = utils.select_tests(data.all_tests(problem), ours.max_tests, ours.test_selection)
+        tests = utils.select_tests(data.all_tests(problem), reward.max_tests, reward.test_selection)
         if tests:
             rows.append({"prompt": messages, "tests": tests, "id": problem["id"],
                          "source": problem.get("source", ""), "difficulty": problem.get("difficulty", ""),
                          **{k: problem.get(k) for k in utils.PROBLEM_JUDGE_FIELDS}})
-    print(f"data: {len(rows)} training problems ({too_long} dropped: prompt over {ours.max_prompt_length} tokens)")
+    print(f"data: {len(rows)} training problems ({too_long} dropped: prompt over {rollout.max_prompt_length} tokens)")
     if not rows:
         raise data.UsageError("no training problems left; raise --max_prompt_length or check the dataset")
     kept = {row["id"] for row in rows}
@@ -266,10 +243,10 @@ def data_hash(rows) -> str:
     return digest.hexdigest()
 
 
-def validation_problems(ours: TinyLoraArguments, seed: int) -> list[dict]:
+def validation_problems(dataset: str, validation: arguments.ValidationArguments, seed: int) -> list[dict]:
     """Held-out problems of the training dataset, on validate.py's split (valid where it exists, else test)."""
     try:
-        return data.load_problems(ours.dataset, data.validation_split(ours.dataset), ours.val_samples, seed)
+        return data.load_problems(dataset, data.validation_split(dataset), validation.val_samples, seed)
     except (OSError, ValueError) as err:
         raise data.UsageError(str(err).splitlines()[0])
 
@@ -283,11 +260,13 @@ def git_commit() -> str:
         return "unknown"
 
 
-def run_info(ours, trainer_args, prompt: data.PromptSettings, data_digest: str, **extra) -> dict:
-    """What every checkpoint manifest and saved adapter records: flags, commit, seeds, data and the prompt
-    (test.py and validate.py ask the adapter with that prompt by default)."""
+def run_info(concerns: tuple, trainer_args, prompt: data.PromptSettings, data_digest: str, **extra) -> dict:
+    """What every checkpoint manifest and saved adapter records: every flag of every concern (one flat "config",
+    as sweep.py and older adapters read it), TRL's config, commit, seeds, data and the prompt (test.py and
+    validate.py ask the adapter with that prompt by default)."""
     kind = "grpo" if "GRPO" in type(trainer_args).__name__ else "sft"
-    return {**extra, "config": {**dataclasses.asdict(ours), kind: trainer_args.to_dict()}, "commit": git_commit(),
+    config = {key: value for concern in concerns for key, value in dataclasses.asdict(concern).items()}
+    return {**extra, "config": {**config, kind: trainer_args.to_dict()}, "commit": git_commit(),
             "seeds": {"seed": trainer_args.seed, "projection_seed": trainer_args.seed}, "data_hash": data_digest,
             "prompt": prompt.to_dict()}
 
@@ -539,8 +518,8 @@ def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, call
 
 
 # ------------------------------------------------------------------------------------------------ validation
-def validation_callback(tokenizer, val_problems: list[dict], ours: TinyLoraArguments, prompt: data.PromptSettings,
-                        info: dict, output_dir: Path, sampler: sampling.SamplerSettings):
+def validation_callback(tokenizer, val_problems: list[dict], validation: arguments.ValidationArguments,
+                        prompt: data.PromptSettings, info: dict, output_dir: Path, sampler: sampling.SamplerSettings):
     """Every val_steps: greedy pass@1 on held-out problems, asked with the training prompt, through validate.py's
     code path and reward; keeps the best adapter in OUTPUT_DIR/best."""
     from transformers import TrainerCallback
@@ -552,9 +531,9 @@ def validation_callback(tokenizer, val_problems: list[dict], ours: TinyLoraArgum
         best: tuple[float, float] | None = None
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            if state.global_step % ours.val_steps or not state.is_world_process_zero:
+            if state.global_step % validation.val_steps or not state.is_world_process_zero:
                 return
-            summary = evaluation.run_validation(model, tokenizer, val_problems, max_new_tokens=ours.val_max_new_tokens,
+            summary = evaluation.run_validation(model, tokenizer, val_problems, max_new_tokens=validation.val_max_new_tokens,
                                                 batch_size=args.per_device_eval_batch_size, prompt=prompt,
                                                 sampler=sampler.weights)
             metrics = {f"val/{k}": summary[k] for k in ("pass@1", "compile_rate", "avg_reward") if k in summary}
@@ -570,17 +549,18 @@ def validation_callback(tokenizer, val_problems: list[dict], ours: TinyLoraArgum
     return ValidationCallback()
 
 
-def comparison_problems(ours: TinyLoraArguments, training_problems: list[dict], seed: int) -> list[dict]:
+def comparison_problems(run: arguments.RunArguments, dataset: str, training_problems: list[dict],
+                        seed: int) -> list[dict]:
     """The problems --compare_before_after samples: the training problems, or the dataset's held-out test split."""
-    if ours.compare_split == "train":
+    if run.compare_split == "train":
         return training_problems
     try:
-        return data.load_problems(ours.dataset, "test", None, seed)
+        return data.load_problems(dataset, "test", None, seed)
     except (OSError, ValueError) as err:
         raise data.UsageError(str(err).splitlines()[0]) from None
 
 
-def sample_training_problems(model, tokenizer, problems: list[dict], ours: TinyLoraArguments, grpo,
+def sample_training_problems(model, tokenizer, problems: list[dict], run: arguments.RunArguments, grpo,
                              prompt: data.PromptSettings, reward: utils.CodeReward, label: str,
                              sampler: sampling.SamplerSettings) -> dict:
     """Sample `problems` as GRPO does (same prompt, temperature, length), scored as evaluation.py scores (seed
@@ -589,11 +569,11 @@ def sample_training_problems(model, tokenizer, problems: list[dict], ours: TinyL
     import evaluation
 
     settings = evaluation.GenerationSettings(
-        max_new_tokens=grpo.max_completion_length, temperature=grpo.temperature, n=ours.eval_samples,
-        batch_size=max(grpo.per_device_train_batch_size, ours.eval_samples), seed=grpo.seed,
+        max_new_tokens=grpo.max_completion_length, temperature=grpo.temperature, n=run.eval_samples,
+        batch_size=max(grpo.per_device_train_batch_size, run.eval_samples), seed=grpo.seed,
         sampler=sampler.weights,
     )
-    judge = dataclasses.replace(reward.judge, binary=False) if ours.compare_split == "train" else evaluation.EVAL_JUDGE
+    judge = dataclasses.replace(reward.judge, binary=False) if run.compare_split == "train" else evaluation.EVAL_JUDGE
     samples, summary = evaluation.evaluate(model, tokenizer, problems, settings, evaluation.evaluation_reward(judge),
                                            prompt=prompt)
     summary["label"] = label

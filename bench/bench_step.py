@@ -142,17 +142,18 @@ def profile_step(argv: list[str]) -> StepRecord:
     import sampling
     import training
 
-    ours, grpo = training.parse_grpo_args(argv)
-    prompt, reward = data.PromptSettings().overridden(ours), training.code_reward(ours)
+    flags = training.parse_grpo_args(argv)
+    grpo = flags.grpo
+    prompt, reward = data.PromptSettings().overridden(flags.prompt), training.code_reward(flags.reward)
     device = training.configure_device(grpo)
-    sampler = sampling.Sampler(training.sampler_settings(ours, device))
-    model, tokenizer = training.load_adapted_model(ours, grpo.seed, device)
-    dataset, _ = training.grpo_rows(ours, prompt, tokenizer, grpo.seed)
-    info = training.run_info(ours, grpo, prompt, training.data_hash(dataset))
+    sampler = sampling.Sampler(training.sampler_settings(flags.run, device))
+    model, tokenizer = training.load_adapted_model(flags.model, flags.adapter, grpo.seed, device)
+    dataset, _ = training.grpo_rows(flags.data, flags.rollout, flags.reward, prompt, tokenizer, grpo.seed)
+    info = training.run_info(flags.concerns(), grpo, prompt, training.data_hash(dataset))
     record = StepRecord()
     trainer = profiled_trainer_class(record)(
         model=model, reward_funcs=[reward], args=grpo, train_dataset=dataset, processing_class=tokenizer,
-        run_info=info, sampler=sampler, recompute_scoring=ours.recompute_scoring)
+        run_info=info, sampler=sampler, recompute_scoring=flags.run.recompute_scoring)
     trainer.train()
     return record
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import is_png, load_script
 
+import arguments
 import data
 import evaluation
 import modeling
@@ -232,7 +233,7 @@ def test_validate_shares_the_path_and_picks_a_split(tmp_path):
 def test_bad_flags_raise_a_usage_error_a_caller_can_catch():
     """evaluation's checks raise data.UsageError (a sweep or a notebook can catch it); only test.py's and
     validate.py's main print it as one line and exit 2."""
-    args = evaluation.cli_parser(None).parse_args(["--n", "0"])
+    args = arguments.evaluation_parser(None).parse_args(["--n", "0"])
     args.num_samples, args.split, args.checkpoint_path = 1, "test", None
     with pytest.raises(data.UsageError, match="--n must be positive"):
         evaluation.run_cli(args, "test")

@@ -1,0 +1,171 @@
+"""Every script's own flags, one dataclass per concern (train_rl.py and train_sft.py parse them beside TRL's config
+with TRL's parser) and the evaluation scripts' argparse flags.
+
+Light on purpose: it imports neither torch nor TRL, so `--help` answers in well under 2 s, and modules that only
+need a flag's vocabulary (the sampler kinds, the default model) import it from here.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, dataclass, field, fields
+
+import data
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-3B-Instruct"
+SAMPLER_WEIGHTS = ("int8", "exact")
+ADAPTERS = ("tinylora", "lora")
+COMPARE_SPLITS = ("train", "test")
+TEST_SELECTIONS = ("first", "longest")
+MODEL_HELP = "hub id, local dir, FILE.gguf, or an offline alias: qwen2.5-coder-0.5b/-1.5b, smollm2, tiny, tiny-coder"
+
+
+@dataclass
+class ModelArguments:
+    """Which base model, and in which precision."""
+
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": MODEL_HELP})
+    no_quant: bool = field(default=False, metadata={"help": "bf16 (fp32 on CPU) base instead of NF4 4-bit"})
+
+
+@dataclass
+class AdapterArguments:
+    """What is trained: TinyLoRA's u numbers, or the LoRA contrast."""
+
+    u: int = field(default=32, metadata={"help": "numbers in each trainable vector v (positional U)"})
+    adapter: str = field(default="tinylora", metadata={
+        "help": "tinylora (u numbers) | lora: the contrast, a stock PEFT LoRA of --rank on the same projections"})
+    rank: int = field(default=2, metadata={"help": "SVD rank r of the frozen factors (the LoRA rank with --adapter lora)"})
+    tie: str = field(default="all", metadata={"help": "v sharing: all | layer | structured | module | groups:G"})
+
+
+@dataclass
+class DataArguments:
+    """Which problems are trained on."""
+
+    dataset: str = field(default="code_contests",
+                         metadata={"help": "code_contests | deepcoder | sample | a problems .jsonl file"})
+    train_data: str | None = field(default=None, metadata={"help": "the seed's spelling of --dataset FILE.jsonl"})
+    max_samples: int = field(default=2000, metadata={"help": "training problems to sample (positional MAX_SAMPLES)"})
+
+
+@dataclass
+class PromptArguments:
+    """How a problem is asked (saved with the adapter: evaluation asks it the same way)."""
+
+    show_examples: bool = field(default=False, metadata={"help": "put the public tests in the prompt"})
+    system_prompt: str | None = field(default=None, metadata={"help": "override data.DEFAULT_SYSTEM_PROMPT"})
+    instruction: str | None = field(default=None, metadata={"help": "override data.DEFAULT_INSTRUCTION"})
+
+
+@dataclass
+class RolloutArguments:
+    """Which training problems GRPO samples: a chosen few, and none whose prompt is too long."""
+
+    problem_ids: str | None = field(default=None, metadata={"help": "train only on these problem ids (comma list)"})
+    max_prompt_length: int = field(default=1024, metadata={"help": "prompts longer than this (tokens) are dropped"})
+
+
+@dataclass
+class RewardArguments:
+    """How a completion is judged and scored during training."""
+
+    max_tests: int = field(default=10, metadata={"help": "tests judged per completion"})
+    test_selection: str = field(default="first", metadata={"help": "first | longest tests when capping"})
+    reward_scheme: str = field(default="seed", metadata={"help": "seed (partial credit) | binary"})
+    no_code_penalty: float = field(default=0.0, metadata={"help": "reward for a completion with no code"})
+
+
+@dataclass
+class ValidationArguments:
+    """Greedy validation on held-out problems during training."""
+
+    do_validate: bool = field(default=False, metadata={"help": "greedy validation every --val_steps"})
+    val_steps: int = field(default=100, metadata={"help": "steps between validations"})
+    val_samples: int = field(default=10, metadata={"help": "held-out problems per validation"})
+    val_max_new_tokens: int = field(default=1024, metadata={"help": "generation budget during validation"})
+
+
+@dataclass
+class RunArguments:
+    """How a GRPO run goes: resuming, sampling, memory, the before/after comparison and the exports."""
+
+    resume: bool = field(default=False, metadata={"help": "continue from the newest complete checkpoint"})
+    sampler: str | None = field(
+        default=None, metadata={"help": "weights that draw completions: int8 (v folded in, int8 layers; CPU fast path) "
+                                        "| exact (default: int8 on CPU, exact on GPU)"})
+    recompute_scoring: bool = field(
+        default=False, metadata={"help": "recompute each prompt group's scoring forward during the backward: the "
+                                         "peak memory of one group's activations, one more forward per step"})
+    compare_before_after: bool = field(
+        default=False, metadata={"help": "sample the training problems before and after training and compare"})
+    eval_samples: int = field(default=16, metadata={"help": "samples per problem for --compare_before_after"})
+    compare_split: str = field(
+        default="train", metadata={"help": "what --compare_before_after samples: train (the training problems) | test "
+                                           "(the dataset's test split, held out, judged on all tests as test.py does)"})
+    export_lora: bool = field(
+        default=False, metadata={"help": "also write the final adapter as a standard PEFT LoRA to OUTPUT_DIR/final_lora"})
+
+
+@dataclass
+class SftArguments:
+    """What only the SFT baseline needs."""
+
+    solutions_per_problem: int = field(default=1, metadata={"help": "reference solutions used per problem"})
+    loss_samples: int = field(default=64, metadata={"help": "examples whose loss is reported before and after"})
+
+
+GRPO_CONCERNS = (ModelArguments, AdapterArguments, DataArguments, PromptArguments, RolloutArguments, RewardArguments,
+                 ValidationArguments, RunArguments)
+SFT_CONCERNS = (ModelArguments, AdapterArguments, DataArguments, PromptArguments, SftArguments)
+
+
+def wants_help(argv: list[str]) -> bool:
+    return any(a in ("-h", "--help") for a in argv)
+
+
+def print_help(concerns: tuple[type, ...], prog: str, usage: str, trl_config: str, description: str | None) -> None:
+    """Our flags by concern, read from the dataclasses alone, and where TRL's own flags are listed: building TRL's
+    parser means importing torch and TRL, about 10 s on a busy 2-core machine, for a help text."""
+    parser = argparse.ArgumentParser(prog=prog, usage=usage, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=(
+        f"Every field of TRL's {trl_config} is a flag and a YAML key too (--config FILE.yaml), e.g. --learning_rate, "
+        f"--max_steps, --seed, --output_dir, --num_generations; list them with: python -c \"from trl import "
+        f"{trl_config}; help({trl_config})\""))
+    for concern in concerns:
+        group = parser.add_argument_group(concern.__name__.removesuffix("Arguments").lower(), concern.__doc__)
+        for f in fields(concern):
+            default = None if f.default is MISSING else f.default
+            group.add_argument(f"--{f.name}", default=default, help=f"{f.metadata['help']} (default: {default})")
+    parser.print_help()
+
+
+def help_of(concern: type, name: str) -> str:
+    """The help text of one field (scripts that reuse a concern's field under another parser)."""
+    return next(f.metadata["help"] for f in fields(concern) if f.name == name)
+
+
+def evaluation_parser(description: str | None) -> data.ArgumentParser:
+    """Flags every evaluation script takes (the script adds how it picks the model and the problems)."""
+    p = data.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="code_contests",
+                   help=f"{' | '.join(data.DATASETS)} | a problems .jsonl file (default %(default)s)")
+    p.add_argument("--test_data", dest="dataset", help=argparse.SUPPRESS)  # the seed's spelling of --dataset PATH
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"base model: {MODEL_HELP}")
+    p.add_argument("--no_quant", action="store_true", help="bf16 (fp32 on CPU) instead of NF4 4-bit")
+    p.add_argument("--seed", type=int, default=42, help="problem sampling and generation seed (default %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling when temperature > 0")
+    p.add_argument("--n", type=int, default=1, help="samples per problem (needs temperature > 0 when > 1)")
+    p.add_argument("--k", default="1", help="comma-separated k for pass@k, each <= n (default %(default)s)")
+    p.add_argument("--batch_size", type=int, default=8, help="prompts per generate call (default %(default)s)")
+    p.add_argument("--max_new_tokens", type=int, default=1024, help="completion length cap (default %(default)s)")
+    p.add_argument("--sampler", choices=SAMPLER_WEIGHTS,
+                   help="weights that draw the tokens: int8 (the adapter folded in, int8 layers: 2-4x faster on CPU; "
+                        "its drift is in docs/benchmarks.md) or exact (default: int8 on CPU, exact on GPU)")
+    p.add_argument("--max_prompt_tokens", type=int, help="skip longer prompts (default: context - max_new_tokens)")
+    p.add_argument("--max_tests", type=int, default=0, help="tests judged per problem, 0 = all (default)")
+    p.add_argument("--time_limit", type=float, help="seconds per test (default: the judge's, 2)")
+    data.add_prompt_flags(p, unset="the adapter's own, else data.py's default")
+    p.add_argument("--output_dir", help="where results.jsonl and summary.json go (default output/<script>/<time>-"
+                                        "<label>); with --compare, where compare.png goes (default: beside B)")
+    return p
