@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import MISSING, dataclass, field, fields
+from typing import NoReturn
 
 import data
 
@@ -123,7 +124,8 @@ def wants_help(argv: list[str]) -> bool:
     return any(a in ("-h", "--help") for a in argv)
 
 
-def print_help(concerns: tuple[type, ...], prog: str, usage: str, trl_config: str, description: str | None) -> None:
+def exit_with_help(concerns: tuple[type, ...], prog: str, usage: str, trl_config: str,
+                   description: str | None) -> NoReturn:
     """Our flags by concern, read from the dataclasses alone, and where TRL's own flags are listed: building TRL's
     parser means importing torch and TRL, about 10 s on a busy 2-core machine, for a help text."""
     parser = argparse.ArgumentParser(prog=prog, usage=usage, description=description,
@@ -137,6 +139,7 @@ def print_help(concerns: tuple[type, ...], prog: str, usage: str, trl_config: st
             default = None if f.default is MISSING else f.default
             group.add_argument(f"--{f.name}", default=default, help=f"{f.metadata['help']} (default: {default})")
     parser.print_help()
+    parser.exit()  # 0, as argparse's own --help
 
 
 def help_of(concern: type, name: str) -> str:

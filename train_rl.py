@@ -24,11 +24,11 @@ import data
 
 
 @data.script_main
-def main(argv: list[str] | None = None) -> Path | None:
+def main(argv: list[str] | None = None) -> Path:
     argv = sys.argv[1:] if argv is None else argv
     if arguments.wants_help(argv):  # without importing torch and TRL: under 2 s
-        return arguments.print_help(arguments.GRPO_CONCERNS, "train_rl.py", "train_rl.py [U] [MAX_SAMPLES] [flags]",
-                                    "GRPOConfig", __doc__)
+        arguments.exit_with_help(arguments.GRPO_CONCERNS, "train_rl.py", "train_rl.py [U] [MAX_SAMPLES] [flags]",
+                                 "GRPOConfig", __doc__)
     import training
 
     flags = training.parse_grpo_args(argv)

@@ -20,10 +20,10 @@ import data
 
 
 @data.script_main
-def main(argv: list[str] | None = None) -> Path | None:
+def main(argv: list[str] | None = None) -> Path:
     argv = sys.argv[1:] if argv is None else argv
     if arguments.wants_help(argv):  # without importing torch and TRL: under 2 s
-        return arguments.print_help(arguments.SFT_CONCERNS, "train_sft.py", "train_sft.py [flags]", "SFTConfig", __doc__)
+        arguments.exit_with_help(arguments.SFT_CONCERNS, "train_sft.py", "train_sft.py [flags]", "SFTConfig", __doc__)
     import sft
     import training
 
