@@ -7,7 +7,9 @@ need a flag's vocabulary (the sampler kinds, the default model) import it from h
 from __future__ import annotations
 
 import argparse
+import warnings
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import NoReturn
 
 import data
@@ -118,6 +120,29 @@ class SftArguments:
 GRPO_CONCERNS = (ModelArguments, AdapterArguments, DataArguments, PromptArguments, RolloutArguments, RewardArguments,
                  ValidationArguments, RunArguments)
 SFT_CONCERNS = (ModelArguments, AdapterArguments, DataArguments, PromptArguments, SftArguments)
+
+
+def parse_with_trl(dataclass_types: tuple, argv: list[str], prog: str, usage: str | None = None,
+                   defaults: dict | None = None):
+    """TRL's parser over our concerns and TRL's config (TRL is imported here, not with this module): a missing --config file or a value TRL refuses raises
+    data.UsageError. `--train_data PATH` becomes `--dataset PATH`."""
+    from trl import TrlParser
+
+    parser = TrlParser(dataclass_types, prog=prog, usage=usage)
+    parser.set_defaults(**(defaults or {}))
+    config = argv[argv.index("--config") + 1:][:1] if "--config" in argv else []
+    if "--config" in argv and not (config and Path(config[0]).is_file()):
+        raise data.UsageError(f"config file {config[0] if config else '(none given)'} not found")
+    try:
+        with warnings.catch_warnings():  # TRL's configs still set the old name transformers 5 deprecated, not the user
+            warnings.filterwarnings("ignore", message=r"`gradient_checkpointing` is deprecated", category=FutureWarning)
+            parsed = parser.parse_args_and_config(argv)
+    except ValueError as err:  # TRL/transformers validate their own fields
+        raise data.UsageError(str(err).splitlines()[0])
+    for chosen in parsed:
+        if isinstance(chosen, DataArguments) and chosen.train_data:
+            chosen.dataset, chosen.train_data = chosen.train_data, None
+    return parsed
 
 
 def wants_help(argv: list[str]) -> bool:

@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 import arguments
 import data
-import training
 
 # SFTConfig defaults we change: the GRPO recipe's batch and learning rate (configs/default.yaml), one epoch, so the
 # two runs differ in the objective only; no TRL checkpoints (the final adapter is saved atomically instead).
@@ -44,9 +43,9 @@ def parse_sft_args(argv: list[str] | None = None) -> SftFlags:
     from trl import SFTConfig
 
     # SFTConfig defaults to bf16, which it refuses on a CPU before configure_device could switch it off.
-    flags = SftFlags(*training.parse_with_trl((*arguments.SFT_CONCERNS, SFTConfig),
-                                              sys.argv[1:] if argv is None else argv, "train_sft.py",
-                                              defaults={**SFT_DEFAULTS, "bf16": torch.cuda.is_available()}))
+    flags = SftFlags(*arguments.parse_with_trl((*arguments.SFT_CONCERNS, SFTConfig),
+                                               sys.argv[1:] if argv is None else argv, "train_sft.py",
+                                               defaults={**SFT_DEFAULTS, "bf16": torch.cuda.is_available()}))
     adapter, own = flags.adapter, flags.sft
     if min(adapter.u, flags.data.max_samples, adapter.rank, own.solutions_per_problem, own.loss_samples) < 1:
         raise data.UsageError("--u, --max_samples, --rank, --solutions_per_problem and --loss_samples must be positive")

@@ -134,7 +134,7 @@ class TinyLoraLinear(peft_layer.Linear):
             return result
         grad = torch.is_grad_enabled()
         for name in self.active_adapters:
-            f = self._factors(name, x.dtype, result.dtype, x.device)
+            f = self.factors(name, x.dtype, result.dtype, x.device)
             if f is None:
                 continue  # not one of ours (another tuner's adapter on the same layer)
             dropped = x if f.dropout is None else f.dropout(x)  # (batch, seq, in)
@@ -165,7 +165,7 @@ class TinyLoraLinear(peft_layer.Linear):
         self.__dict__.get("_tinylora_cache", {}).pop(adapter_name, None)
         super().update_layer(adapter_name, *args, **kwargs)
 
-    def _factors(self, name: str, x_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device) -> Factors | None:
+    def factors(self, name: str, x_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device) -> Factors | None:
         """The adapter's factors cast for this call (None if `name` is not a TinyLoRA adapter of this layer),
         computed once per write to v: A for x, Bᵀ and (B·R)ᵀ for the output, R folded into B in fp32 once, so
         decoding and scoring run two thin GEMMs.
@@ -197,7 +197,7 @@ class TinyLoraLinear(peft_layer.Linear):
 
     def _build_factors(self, name: str, x_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device,
                        key: tuple | None) -> Factors | None:
-        """`_factors` without the cache; `key` None (compiling) leaves out the counters a cache check reads."""
+        """`factors` without the cache; `key` None (compiling) leaves out the counters a cache check reads."""
         if name not in self.tinylora_A:
             return None
         v, A, B, P = layer_v(self, name), self.tinylora_A[name], self.tinylora_B[name], self.tinylora_P[name]

@@ -63,36 +63,13 @@ def split_positionals(argv: list[str], default_config: Path | None = None) -> li
     return flags + rest
 
 
-def parse_with_trl(dataclass_types: tuple, argv: list[str], prog: str, usage: str | None = None,
-                   defaults: dict | None = None):
-    """TRL's parser over our dataclass and TRL's config: a missing --config file or a value TRL refuses raises
-    data.UsageError. `--train_data PATH` becomes `--dataset PATH`."""
-    from trl import TrlParser
-
-    parser = TrlParser(dataclass_types, prog=prog, usage=usage)
-    parser.set_defaults(**(defaults or {}))
-    config = argv[argv.index("--config") + 1:][:1] if "--config" in argv else []
-    if "--config" in argv and not (config and Path(config[0]).is_file()):
-        raise data.UsageError(f"config file {config[0] if config else '(none given)'} not found")
-    try:
-        with warnings.catch_warnings():  # TRL's configs still set the old name transformers 5 deprecated, not the user
-            warnings.filterwarnings("ignore", message=r"`gradient_checkpointing` is deprecated", category=FutureWarning)
-            parsed = parser.parse_args_and_config(argv)
-    except ValueError as err:  # TRL/transformers validate their own fields
-        raise data.UsageError(str(err).splitlines()[0])
-    for chosen in parsed:
-        if isinstance(chosen, arguments.DataArguments) and chosen.train_data:
-            chosen.dataset, chosen.train_data = chosen.train_data, None
-    return parsed
-
-
 def parse_grpo_args(argv: list[str] | None = None) -> GrpoFlags:
     """train_rl.py's flags by concern and TRL's GRPOConfig, from `U MAX_SAMPLES`, flags and YAML; contradictions
     raise data.UsageError."""
     from trl import GRPOConfig
 
     argv = split_positionals(sys.argv[1:] if argv is None else argv)
-    flags = GrpoFlags(*parse_with_trl((*arguments.GRPO_CONCERNS, GRPOConfig), argv, "train_rl.py", USAGE))
+    flags = GrpoFlags(*arguments.parse_with_trl((*arguments.GRPO_CONCERNS, GRPOConfig), argv, "train_rl.py", USAGE))
     adapter, dataset, validation, run = flags.adapter, flags.data.dataset, flags.validation, flags.run
     if adapter.u < 1 or flags.data.max_samples < 1 or adapter.rank < 1:
         raise data.UsageError("U, MAX_SAMPLES and --rank must be positive integers")
@@ -463,7 +440,7 @@ def make_trainer_class():
         def _get_output_dir(self, trial):
             return str(self._staging) if self._staging else super()._get_output_dir(trial)
 
-        @profiling_decorator  # as TRL's own: its timing (logs, bench/bench_step.py) keeps seeing the scoring pass
+        @profiling_decorator  # as TRL's own: its timing (the run's logs) keeps seeing the scoring pass
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                                batch_size=None, compute_entropy=False, compute_aux_loss=False, **media):
             """TRL's scoring pass, computed with one forward per distinct prompt and no padding (scoring.py) for

@@ -55,13 +55,13 @@ def part_forwards() -> dict[str, Callable]:
 
     def thin_gemm(self, x, *args, **kwargs):
         result = self.base_layer(x, *args, **kwargs)  # (batch, seq, out)
-        f = self._factors("default", x.dtype, result.dtype, x.device)
+        f = self.factors("default", x.dtype, result.dtype, x.device)
         torch.mm(f.A, x.reshape(-1, x.shape[-1]).T)  # (r, tokens), dropped
         return result
 
     def update(self, x, *args, **kwargs):
         result = self.base_layer(x, *args, **kwargs)  # (batch, seq, out)
-        f = self._factors("default", x.dtype, result.dtype, x.device)
+        f = self.factors("default", x.dtype, result.dtype, x.device)
         h_t = self.__dict__.get("_parts_h_t")
         if h_t is None:  # the first call's h: later calls add the update without computing it
             h_t = self.__dict__["_parts_h_t"] = torch.mm(f.A, x.reshape(-1, x.shape[-1]).T)  # (r, tokens)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = (ROOT, ROOT / "bench")  # bench/ scripts put both folders on sys.path
+FOLDERS = (ROOT, ROOT / "bench")  # bench/ is a package of scripts run as python -m bench.<name>
 
 
 def is_script(path: Path) -> bool:
