@@ -167,11 +167,6 @@ def exit_with_help(concerns: tuple[type, ...], prog: str, usage: str, trl_config
     parser.exit()  # 0, as argparse's own --help
 
 
-def help_of(concern: type, name: str) -> str:
-    """The help text of one field (scripts that reuse a concern's field under another parser)."""
-    return next(f.metadata["help"] for f in fields(concern) if f.name == name)
-
-
 def evaluation_parser(description: str | None) -> data.ArgumentParser:
     """Flags every evaluation script takes (the script adds how it picks the model and the problems)."""
     p = data.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)

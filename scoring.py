@@ -64,7 +64,8 @@ def grouped_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         return None
     keyword = sampling.cache_keyword(model)
     logps, entropies = [None] * len(input_ids), [None] * len(input_ids)
-    if recompute and torch.is_grad_enabled():
+    recompute = recompute and torch.is_grad_enabled()  # without a backward there is nothing to recompute for
+    if recompute:
         groups = [rows[i:i + RECOMPUTE_ROWS] for rows in groups for i in range(0, len(rows), RECOMPUTE_ROWS)]
     for rows in groups:
         first = rows[0]
@@ -74,7 +75,7 @@ def grouped_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         # The prompt's last token, then the completions cut at the group's longest: (g, 1 + longest)
         suffix = torch.cat([prompt[-1:].expand(len(rows), 1), input_ids[rows, prompt_len:prompt_len + longest]], 1)
         labels = suffix.masked_fill(F.pad(completion_mask[:, :longest], (1, 0), value=1) == 0, -100)
-        if recompute and torch.is_grad_enabled():
+        if recompute:
             from torch.utils.checkpoint import checkpoint
 
             group_logps, group_entropy = checkpoint(_score_group, model, prompt, suffix, labels, keyword,
