@@ -10,7 +10,7 @@ import argparse
 import warnings
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, get_type_hints
 
 import data
 
@@ -122,13 +122,34 @@ GRPO_CONCERNS = (ModelArguments, AdapterArguments, DataArguments, PromptArgument
 SFT_CONCERNS = (ModelArguments, AdapterArguments, DataArguments, PromptArguments, SftArguments)
 
 
-def parse_with_trl(dataclass_types: tuple, argv: list[str], prog: str, usage: str | None = None,
-                   defaults: dict | None = None):
-    """TRL's parser over our concerns and TRL's config (TRL is imported here, not with this module): a missing --config file or a value TRL refuses raises
-    data.UsageError. `--train_data PATH` becomes `--dataset PATH`."""
+def trl_parser(dataclass_types: tuple, prog: str, usage: str | None = None):
+    """TRL's parser over our concerns and TRL's config (TRL is imported here, not with this module), with one change:
+    a bool of our own concerns is a plain switch (`--no_quant`), as in every other script, where TRL's parser makes
+    it take an optional value (`--no_quant [NO_QUANT]`, which swallows the word after it). TRL's own bools keep
+    TRL's convention (`--bf16 false`), and a YAML key (`no_quant: true`) sets either kind."""
     from trl import TrlParser
 
-    parser = TrlParser(dataclass_types, prog=prog, usage=usage)
+    class Parser(TrlParser):
+        def _add_dataclass_arguments(self, dtype) -> None:
+            if dtype.__module__ != __name__:
+                return super()._add_dataclass_arguments(dtype)
+            hints = get_type_hints(dtype)
+            for f in fields(dtype):
+                if hints[f.name] is bool and f.default is False:
+                    self.add_argument(*dict.fromkeys((f"--{f.name}", f"--{f.name.replace('_', '-')}")),
+                                      action="store_true", help=f.metadata["help"])
+                else:
+                    f.type = hints[f.name]  # resolved, as TrlParser does before handing a field on
+                    self._parse_dataclass_field(self, f)
+
+    return Parser(dataclass_types, prog=prog, usage=usage)
+
+
+def parse_with_trl(dataclass_types: tuple, argv: list[str], prog: str, usage: str | None = None,
+                   defaults: dict | None = None):
+    """Our concerns and TRL's config from flags and YAML (`trl_parser`): a missing --config file or a value TRL
+    refuses raises data.UsageError. `--train_data PATH` becomes `--dataset PATH`."""
+    parser = trl_parser(dataclass_types, prog, usage)
     parser.set_defaults(**(defaults or {}))
     config = argv[argv.index("--config") + 1:][:1] if "--config" in argv else []
     if "--config" in argv and not (config and Path(config[0]).is_file()):
