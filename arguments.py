@@ -48,7 +48,7 @@ class DataArguments:
     dataset: str = field(default="code_contests",
                          metadata={"help": "code_contests | deepcoder | sample | a problems .jsonl file"})
     train_data: str | None = field(default=None, metadata={"help": "the seed's spelling of --dataset FILE.jsonl"})
-    max_samples: int = field(default=2000, metadata={"help": "training problems to sample (positional MAX_SAMPLES)"})
+    num_problems: int = field(default=2000, metadata={"help": "training problems to sample (positional MAX_SAMPLES)"})
 
 
 @dataclass
@@ -84,7 +84,7 @@ class ValidationArguments:
 
     do_validate: bool = field(default=False, metadata={"help": "greedy validation every --val_steps"})
     val_steps: int = field(default=100, metadata={"help": "steps between validations"})
-    val_samples: int = field(default=10, metadata={"help": "held-out problems per validation"})
+    val_num_problems: int = field(default=10, metadata={"help": "held-out problems per validation"})
     val_max_new_tokens: int = field(default=1024, metadata={"help": "generation budget during validation"})
 
 
@@ -123,9 +123,10 @@ SFT_CONCERNS = (ModelArguments, AdapterArguments, DataArguments, PromptArguments
 
 
 def trl_parser(dataclass_types: tuple, prog: str, usage: str | None = None):
-    """TRL's parser over our concerns and TRL's config (TRL is imported here, not with this module), with one change:
-    a bool of our own concerns is a plain switch (`--no_quant`), as in every other script, where TRL's parser makes
-    it take an optional value (`--no_quant [NO_QUANT]`, which swallows the word after it). TRL's own bools keep
+    """TRL's parser over our concerns and TRL's config (TRL is imported here, not with this module), spelling flags
+    as every other script does: a bool of our own concerns is a plain switch (`--no_quant`), where TRL's parser
+    makes it take an optional value (`--no_quant [NO_QUANT]`, which swallows the word after it), and retired
+    spellings (data.RETIRED_FLAGS) parse, as flags and as YAML keys, as the flags they became. TRL's own bools keep
     TRL's convention (`--bf16 false`), and a YAML key (`no_quant: true`) sets either kind."""
     from trl import TrlParser
 
@@ -142,7 +143,13 @@ def trl_parser(dataclass_types: tuple, prog: str, usage: str | None = None):
                     f.type = hints[f.name]  # resolved, as TrlParser does before handing a field on
                     self._parse_dataclass_field(self, f)
 
-    return Parser(dataclass_types, prog=prog, usage=usage)
+        def set_defaults_with_config(self, **values) -> list[str]:
+            known = {action.dest for action in self._actions}
+            return super().set_defaults_with_config(**data.canonical_keys(values, known, "the --config file"))
+
+    parser = Parser(dataclass_types, prog=prog, usage=usage)
+    data.add_retired_flags(parser)
+    return parser
 
 
 def parse_with_trl(dataclass_types: tuple, argv: list[str], prog: str, usage: str | None = None,

@@ -227,6 +227,34 @@ def add_prompt_flags(parser: argparse.ArgumentParser, unset: str = "data.py's de
                         help=f"put the public tests in the prompt (default: {unset}, which is no)")
 
 
+# Issue #33: one flag name per notion in every script. A retired spelling still parses (and is still read as a YAML
+# key) wherever its notion's flag exists, but --help shows only the flag it became.
+RETIRED_FLAGS = {"max_samples": "num_problems", "num_samples": "num_problems", "problems": "num_problems",
+                 "val_samples": "val_num_problems"}
+
+
+def add_retired_flags(parser: argparse.ArgumentParser) -> None:
+    """Each retired spelling of a flag `parser` has, as a hidden flag of the same destination and type."""
+    for old, new in RETIRED_FLAGS.items():
+        for action in [a for a in parser._actions if f"--{new}" in a.option_strings]:
+            spellings = {f"--{new}": f"--{old}", f"--{new.replace('_', '-')}": f"--{old.replace('_', '-')}"}
+            hidden = dict.fromkeys(spellings[s] for s in action.option_strings if s in spellings)
+            parser.add_argument(*hidden, dest=action.dest, type=action.type, default=argparse.SUPPRESS,
+                                help=argparse.SUPPRESS)
+
+
+def canonical_keys(values: dict, known: Iterable[str], source: str) -> dict:
+    """YAML keys (flag names) with each retired spelling of a `known` flag renamed to that flag; a UsageError when
+    `source` gives one flag under two names."""
+    known, renamed, given = set(known), {}, {}
+    for key, value in values.items():
+        name = RETIRED_FLAGS[key] if RETIRED_FLAGS.get(key) in known else key
+        if name in renamed:
+            raise UsageError(f"{source} gives {name} twice, as {given[name]} and as {key}")
+        renamed[name], given[name] = value, key
+    return renamed
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line and exit code 2, like every other user error here."""
 
@@ -235,16 +263,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse flags, taking defaults from `--config FILE.yaml` (keys are flag names); explicit flags win."""
+    """Parse flags, taking defaults from `--config FILE.yaml` (keys are flag names); explicit flags win. Retired
+    spellings parse as the flags they became (`add_retired_flags`)."""
     import yaml
 
     parser.add_argument("--config", help="YAML file whose keys are flag names (flags given here override it)")
+    add_retired_flags(parser)
     args = parser.parse_args(argv)
     if args.config:
         try:
             values = yaml.safe_load(Path(args.config).read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
             raise UsageError(f"cannot read config {args.config}: {e}") from e
+        values = canonical_keys(values, vars(args), args.config)
         unknown = sorted(set(values) - set(vars(args)))
         if unknown:
             raise UsageError(f"unknown keys in {args.config}: {', '.join(unknown)}")

@@ -514,7 +514,7 @@ def run_cli(args: argparse.Namespace, script: str) -> dict:
     settings, reward, ks = _settings(args)
     named = args.dataset in data.DATASETS
     try:
-        problems = data.load_problems(args.dataset, args.split, args.num_samples, seed=args.seed)
+        problems = data.load_problems(args.dataset, args.split, args.num_problems, seed=args.seed)
     except (FileNotFoundError, ValueError) as e:
         raise data.UsageError(str(e))
     model, tokenizer, info = load_model_for_eval(args.model, not args.no_quant, args.checkpoint_path)

@@ -1,7 +1,7 @@
 """The 2D loss surface of a u=2 TinyLoRA: SFT loss (and optionally reward) on a grid of (v1, v2).
 
     python loss_surface.py --model tiny --no_quant --dataset sample --points 11 --radius 1.0
-    python loss_surface.py --dataset code_contests --max_samples 64 --points 21 --radius 0.05 --reward_problems 16
+    python loss_surface.py --dataset code_contests --num_problems 64 --points 21 --radius 0.05 --reward_problems 16
 
 With u=2 and one v shared by every projection (tie "all"), the whole adapter is two numbers, so its loss
 landscape can be drawn: each grid point sets v = (v1, v2) and measures train_sft.py's SFT loss (sft.py: mean
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None):
                         help=f"problems with references: {' | '.join(data.DATASETS)} | a problems .jsonl file")
     parser.add_argument("--train_data", dest="dataset", help=argparse.SUPPRESS)  # the seed's --dataset PATH
     parser.add_argument("--split", default="train", help="split whose reference solutions give the loss (train)")
-    parser.add_argument("--max_samples", type=int, default=32, help="problems for the loss (default %(default)s)")
+    parser.add_argument("--num_problems", type=int, default=32, help="problems for the loss (default %(default)s)")
     data.add_prompt_flags(parser)
     parser.add_argument("--rank", type=int, default=2, help="SVD rank r (default %(default)s)")
     parser.add_argument("--seed", type=int, default=42, help="projection and sampling seed (default %(default)s)")
@@ -81,8 +81,8 @@ def parse_args(argv: list[str] | None):
     args = data.parse_with_config(parser, argv)
     if args.points < 3 or args.points % 2 == 0:
         raise data.UsageError("--points must be an odd number >= 3, so v = 0 (the base model) is on the grid")
-    if args.radius <= 0 or min(args.max_samples, args.rank, args.batch_size, args.max_new_tokens) < 1:
-        raise data.UsageError("--radius, --max_samples, --rank, --batch_size and --max_new_tokens must be positive")
+    if args.radius <= 0 or min(args.num_problems, args.rank, args.batch_size, args.max_new_tokens) < 1:
+        raise data.UsageError("--radius, --num_problems, --rank, --batch_size and --max_new_tokens must be positive")
     if args.reward_problems < 0:
         raise data.UsageError("--reward_problems must be >= 0")
     args.prompt = data.PromptSettings().overridden(args)
@@ -138,7 +138,7 @@ def report(rows: dict[tuple[str, str], dict], axis: list[float], out: Path, with
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     try:
-        problems = data.load_problems(args.dataset, args.split, args.max_samples, args.seed)
+        problems = data.load_problems(args.dataset, args.split, args.num_problems, args.seed)
     except (OSError, ValueError) as err:  # missing data, unknown dataset or split
         raise data.UsageError(str(err).splitlines()[0])
     model, tokenizer = load_u2_model(args)

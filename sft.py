@@ -47,8 +47,9 @@ def parse_sft_args(argv: list[str] | None = None) -> SftFlags:
                                                sys.argv[1:] if argv is None else argv, "train_sft.py",
                                                defaults={**SFT_DEFAULTS, "bf16": torch.cuda.is_available()}))
     adapter, own = flags.adapter, flags.sft
-    if min(adapter.u, flags.data.max_samples, adapter.rank, own.solutions_per_problem, own.loss_samples) < 1:
-        raise data.UsageError("--u, --max_samples, --rank, --solutions_per_problem and --loss_samples must be positive")
+    if min(adapter.u, flags.data.num_problems, adapter.rank, own.solutions_per_problem, own.loss_samples) < 1:
+        raise data.UsageError("--u, --num_problems, --rank, --solutions_per_problem and --loss_samples must be "
+                              "positive")
     if adapter.adapter != "tinylora":
         raise data.UsageError("train_sft.py trains TinyLoRA's v (the SFT side of the RL-against-SFT contrast); "
                               "--adapter lora is train_rl.py's")

@@ -1,7 +1,7 @@
 """Test a base model or a TinyLoRA adapter on held-out problems, or compare two runs.
 
-    python test.py --baseline --num_samples 50                    # the base model, greedy
-    python test.py --checkpoint_path OUT/best --num_samples 50    # base model + adapter (u/rank/tie/prompt from its files)
+    python test.py --baseline --num_problems 50                  # the base model, greedy
+    python test.py --checkpoint_path OUT/best --num_problems 50  # base model + adapter (u/rank/tie/prompt from its files)
     python test.py --compare RUN_A/summary.json RUN_B/summary.json
 
 Both runs of a comparison must use the same problems, prompts, seed and settings (compare refuses others).
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> dict:
     mode.add_argument("--baseline", action="store_true", help="evaluate the base model without an adapter")
     mode.add_argument("--checkpoint_path", metavar="DIR", help="adapter directory saved by train_rl.py")
     mode.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two summary.json files to compare (B - A)")
-    parser.add_argument("--num_samples", type=int, help="problems to evaluate (default: the whole split)")
+    parser.add_argument("--num_problems", type=int, help="problems to evaluate (default: the whole split)")
     parser.add_argument("--split", default="test", help="dataset split (default %(default)s)")
     args = data.parse_with_config(parser, argv)
     import evaluation  # after parsing: --help answers without torch

@@ -1,10 +1,10 @@
 """The SFT baseline: train the same TinyLoRA v on reference solutions with TRL's SFTTrainer.
 
-    python train_sft.py --u 13 --max_samples 2000 --dataset code_contests --learning_rate 1e-4   # GPU, NF4 3B
+    python train_sft.py --u 13 --num_problems 2000 --dataset code_contests --learning_rate 1e-4   # GPU, NF4 3B
     python train_sft.py --model tiny --no_quant --dataset sample --u 4 --max_steps 20 --learning_rate 1e-2
 
 The paper's claim is that RL beats SFT at the same tiny budget; this is the SFT side of that comparison. The
-adapter, its flags (--u --rank --tie --model --no_quant --dataset --max_samples ...) and the prompts are exactly
+adapter, its flags (--u --rank --tie --model --no_quant --dataset --num_problems ...) and the prompts are exactly
 train_rl.py's; only the objective differs: the answer is the problem's reference solution as one ```cpp block
 (code_contests `reference_solutions`, the shipped set's data/sample/solutions/), and the loss covers the answer
 tokens only. Every TRL SFTConfig field is a flag and a YAML key (`--config FILE`). Evaluate the saved adapter
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> Path:
     prompt = data.PromptSettings().overridden(flags.prompt)
     device = training.configure_device(config)
     model, tokenizer = training.load_adapted_model(flags.model, flags.adapter, config.seed, device)
-    problems = training.load_training_problems(flags.data.dataset, config.seed, flags.data.max_samples)
+    problems = training.load_training_problems(flags.data.dataset, config.seed, flags.data.num_problems)
     examples = sft.build_examples(problems, tokenizer, config.max_length, own.solutions_per_problem, prompt)
     probe = examples[:own.loss_samples]
     loss_before = sft.sft_loss(model, probe, config.per_device_eval_batch_size)

@@ -50,11 +50,11 @@ class GrpoFlags(NamedTuple):
 
 
 def split_positionals(argv: list[str], default_config: Path | None = None) -> list[str]:
-    """`32 2000 --flags` -> `--u 32 --max_samples 2000 --flags`; adds the default config unless one is named
+    """`32 2000 --flags` -> `--u 32 --num_problems 2000 --flags`; adds the default config unless one is named
     (configs/default.yaml with a GPU, configs/tiny_cpu.yaml without)."""
     import torch
 
-    names, rest = ["--u", "--max_samples"], list(argv)
+    names, rest = ["--u", "--num_problems"], list(argv)
     flags: list[str] = []
     while rest and names and not rest[0].startswith("-"):
         flags += [names.pop(0), rest.pop(0)]
@@ -71,10 +71,10 @@ def parse_grpo_args(argv: list[str] | None = None) -> GrpoFlags:
     argv = split_positionals(sys.argv[1:] if argv is None else argv)
     flags = GrpoFlags(*arguments.parse_with_trl((*arguments.GRPO_CONCERNS, GRPOConfig), argv, "train_rl.py", USAGE))
     adapter, dataset, validation, run = flags.adapter, flags.data.dataset, flags.validation, flags.run
-    if adapter.u < 1 or flags.data.max_samples < 1 or adapter.rank < 1:
+    if adapter.u < 1 or flags.data.num_problems < 1 or adapter.rank < 1:
         raise data.UsageError("U, MAX_SAMPLES and --rank must be positive integers")
-    if validation.do_validate and (validation.val_samples < 1 or validation.val_steps < 1):
-        raise data.UsageError("--do_validate needs --val_samples >= 1 and --val_steps >= 1")
+    if validation.do_validate and (validation.val_num_problems < 1 or validation.val_steps < 1):
+        raise data.UsageError("--do_validate needs --val_num_problems >= 1 and --val_steps >= 1")
     if validation.do_validate and dataset not in data.DATASETS:
         raise data.UsageError("--do_validate needs a named --dataset to hold problems out of, not a .jsonl file")
     if flags.reward.test_selection not in arguments.TEST_SELECTIONS:
@@ -187,13 +187,13 @@ def grpo_rows(chosen: arguments.DataArguments, rollout: arguments.RolloutArgumen
     """(GRPO dataset, its problems): the chat prompt plus the test columns the reward function needs."""
     from datasets import Dataset
 
-    problems = load_training_problems(chosen.dataset, seed, None if rollout.problem_ids else chosen.max_samples)
+    problems = load_training_problems(chosen.dataset, seed, None if rollout.problem_ids else chosen.num_problems)
     if rollout.problem_ids:
         wanted = rollout.problem_ids.split(",")
         missing = sorted(set(wanted) - {p["id"] for p in problems})
         if missing:
             raise data.UsageError(f"--problem_ids not in the training split: {', '.join(missing)}")
-        problems = [p for p in problems if p["id"] in wanted][: chosen.max_samples]
+        problems = [p for p in problems if p["id"] in wanted][: chosen.num_problems]
     rows, too_long = [], 0
     for problem in problems:
         messages = prompt.messages(problem)
@@ -223,7 +223,7 @@ def data_hash(rows) -> str:
 def validation_problems(dataset: str, validation: arguments.ValidationArguments, seed: int) -> list[dict]:
     """Held-out problems of the training dataset, on validate.py's split (valid where it exists, else test)."""
     try:
-        return data.load_problems(dataset, data.validation_split(dataset), validation.val_samples, seed)
+        return data.load_problems(dataset, data.validation_split(dataset), validation.val_num_problems, seed)
     except (OSError, ValueError) as err:
         raise data.UsageError(str(err).splitlines()[0])
 

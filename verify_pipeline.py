@@ -178,7 +178,7 @@ def check_evaluation(ctx: Context) -> str:
     import evaluation
 
     args = ctx.args
-    problems = data.load_problems(args.dataset, "test", args.problems)
+    problems = data.load_problems(args.dataset, "test", args.num_problems)
     settings = evaluation.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=len(problems))
     reward = evaluation.evaluation_reward(dataclasses.replace(evaluation.EVAL_JUDGE, cxx=args.cxx))
     _, summary = evaluation.evaluate(ctx.loaded, ctx.tokenizer, problems, settings, reward, progress=False)
@@ -265,8 +265,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no_quant", action="store_true", help="skip the 4-bit NF4 load; train on the full base")
     parser.add_argument("--cxx", default=utils.JudgeConfig.cxx, help="C++ compiler the judge uses")
     parser.add_argument("--u", type=positive, default=32, help="TinyLoRA numbers per vector v")
-    parser.add_argument("--problems", type=positive, default=3, help="test problems to evaluate")
+    parser.add_argument("--num_problems", type=positive, default=3, help="test problems to evaluate")
     parser.add_argument("--max_new_tokens", type=positive, help="generation budget (default 32 on CPU, 512 on GPU)")
+    data.add_retired_flags(parser)
     args = parser.parse_args(argv)
     if args.dataset not in data.DATASETS and not (args.dataset.endswith(".jsonl") and Path(args.dataset).is_file()):
         raise data.UsageError(f"--dataset is one of {', '.join(data.DATASETS)} or an existing .jsonl file, "

@@ -204,8 +204,8 @@ def read_run(out_dir: Path) -> tuple[dict, list[dict]]:
 
 
 def test_baseline_and_adapter_runs_add_up_and_compare(tmp_path, capsys, adapter_dir):
-    test_cli.main(["--baseline", "--num_samples", "4", *FAST, "--output_dir", str(tmp_path / "base")])
-    test_cli.main(["--checkpoint_path", str(adapter_dir), "--num_samples", "4", *FAST,
+    test_cli.main(["--baseline", "--num_problems", "4", *FAST, "--output_dir", str(tmp_path / "base")])
+    test_cli.main(["--checkpoint_path", str(adapter_dir), "--num_problems", "4", *FAST,
                    "--output_dir", str(tmp_path / "tuned")])
     assert "| pass@1 (all tests) |" in capsys.readouterr().out
     (base, base_rows), (tuned, tuned_rows) = read_run(tmp_path / "base"), read_run(tmp_path / "tuned")
@@ -234,7 +234,7 @@ def test_bad_flags_raise_a_usage_error_a_caller_can_catch():
     """evaluation's checks raise data.UsageError (a sweep or a notebook can catch it); only test.py's and
     validate.py's main print it as one line and exit 2."""
     args = arguments.evaluation_parser(None).parse_args(["--n", "0"])
-    args.num_samples, args.split, args.checkpoint_path = 1, "test", None
+    args.num_problems, args.split, args.checkpoint_path = 1, "test", None
     with pytest.raises(data.UsageError, match="--n must be positive"):
         evaluation.run_cli(args, "test")
     with pytest.raises(data.UsageError, match="is not a directory"):

@@ -1,11 +1,98 @@
-"""Every script spells a notion one way (issue #33): our booleans are plain switches everywhere."""
+"""Every script spells a notion one way (issue #33): --help shows one flag per notion, a retired spelling still
+parses (and reads as a YAML key) as the flag it became, and our booleans are plain switches everywhere."""
 from __future__ import annotations
 
+import dataclasses
+import re
+import subprocess
+import sys
+
 import pytest
+from conftest import ROOT, load_script
+from test_structure import SCRIPTS
 
 import arguments
+import data
+import evaluation
+import loss_surface
+import sft
+import training
+import verify_pipeline
+
+RETIRED = [f"--{old}" for old in data.RETIRED_FLAGS]
+# where a notion applies, the flag --help shows for it
+CANONICAL = {
+    "train_rl": ["--num_problems", "--val_num_problems"],
+    "train_sft": ["--num_problems"],
+    "test": ["--num_problems"],
+    "validate": ["--num_problems"],
+    "loss_surface": ["--num_problems"],
+    "verify_pipeline": ["--num_problems"],
+}
 
 
+def help_text(script: str) -> str:
+    out = subprocess.run([sys.executable, f"{script}.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def shown(flag: str, text: str) -> bool:
+    """`flag` as a whole word in `text` (--problems is not in --num_problems)."""
+    return re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text) is not None
+
+
+@pytest.mark.parametrize("script", [p.stem for p in SCRIPTS if p.parent == ROOT])
+def test_help_shows_one_flag_per_notion(script):
+    text = help_text(script)
+    assert not [flag for flag in RETIRED if shown(flag, text)]
+    assert all(shown(flag, text) for flag in CANONICAL.get(script, [])), text
+
+
+def parsed(script: str, argv: list[str], monkeypatch) -> dict:
+    """Every setting `script` makes of `argv`, by name (the training scripts' concerns and TRL config flattened)."""
+    if script in ("train_rl", "train_sft"):
+        flags = training.parse_grpo_args(argv) if script == "train_rl" else sft.parse_sft_args(argv)
+        trl_config = flags.grpo if script == "train_rl" else flags.config
+        return {**vars(trl_config), **{k: v for c in flags.concerns() for k, v in dataclasses.asdict(c).items()}}
+    if script in ("test", "validate"):
+        monkeypatch.setattr(evaluation, "run_cli", lambda args, _script: vars(args))
+        return load_script(script).main(argv)
+    return vars({"loss_surface": loss_surface, "verify_pipeline": verify_pipeline}[script].parse_args(argv))
+
+
+@pytest.mark.parametrize("script, argv, name, value", [
+    ("train_rl", ["32", "7"], "num_problems", 7),  # the seed's positional form
+    ("train_rl", ["32", "--max_samples", "7"], "num_problems", 7),
+    ("train_rl", ["32", "--max-samples", "7"], "num_problems", 7),
+    ("train_rl", ["32", "--val_samples", "3"], "val_num_problems", 3),
+    ("train_sft", ["--max_samples", "5"], "num_problems", 5),
+    ("test", ["--baseline", "--num_samples", "4"], "num_problems", 4),
+    ("validate", ["--num_samples", "4"], "num_problems", 4),
+    ("validate", ["6"], "num_problems", 6),
+    ("loss_surface", ["--max_samples", "3"], "num_problems", 3),
+    ("verify_pipeline", ["--problems", "2"], "num_problems", 2),
+])
+def test_a_retired_spelling_parses_as_the_flag_it_became(monkeypatch, script, argv, name, value):
+    assert parsed(script, argv, monkeypatch)[name] == value
+
+
+def test_a_retired_yaml_key_sets_the_flag_it_became(tmp_path, monkeypatch):
+    config = tmp_path / "old.yaml"
+    config.write_text(f"max_samples: 5\nval_samples: 3\nuse_cpu: true\noutput_dir: {tmp_path}\n")
+    settings = parsed("train_rl", ["32", "--config", str(config)], monkeypatch)
+    assert (settings["num_problems"], settings["val_num_problems"]) == (5, 3)
+    config.write_text("num_samples: 6\n")
+    assert parsed("validate", ["--config", str(config)], monkeypatch)["num_problems"] == 6
+
+
+def test_a_flag_given_under_both_names_is_refused():
+    with pytest.raises(data.UsageError, match="gives num_problems twice, as max_samples and as num_problems"):
+        data.canonical_keys({"max_samples": 5, "num_problems": 6}, {"num_problems"}, "x.yaml")
+
+
+# ------------------------------------------------------------------------------------------------ switches
 @pytest.fixture(scope="module")
 def grpo_parser():
     from trl import GRPOConfig

@@ -21,14 +21,14 @@ import train_sft
 
 ROOT = Path(__file__).resolve().parent.parent
 # The smallest real GRPO step: 2 problems, 2 generations of 32 tokens, one step, fp32 (NF4 is slow on a CPU).
-CELL_TRAIN_ARGS = {"config": str(ROOT / "configs" / "tiny_cpu.yaml"), "max_samples": 2, "max_steps": 1,
+CELL_TRAIN_ARGS = {"config": str(ROOT / "configs" / "tiny_cpu.yaml"), "num_problems": 2, "max_steps": 1,
                    "no_quant": True, "num_generations": 2, "per_device_train_batch_size": 2,
                    "gradient_accumulation_steps": 1, "max_completion_length": 32, "save_steps": 100}
-CELL_VALIDATE_ARGS = {"num_samples": 2, "max_new_tokens": 32, "batch_size": 2}
-SFT_ARGS = ["--model", "tiny", "--no_quant", "--dataset", "sample", "--u", "4", "--max_samples", "2",
+CELL_VALIDATE_ARGS = {"num_problems": 2, "max_new_tokens": 32, "batch_size": 2}
+SFT_ARGS = ["--model", "tiny", "--no_quant", "--dataset", "sample", "--u", "4", "--num_problems", "2",
             "--max_steps", "3", "--learning_rate", "1.0", "--per_device_train_batch_size", "2",
             "--gradient_accumulation_steps", "1", "--disable_tqdm", "true"]
-SURFACE_ARGS = ["--model", "tiny", "--no_quant", "--dataset", "sample", "--max_samples", "2", "--points", "3",
+SURFACE_ARGS = ["--model", "tiny", "--no_quant", "--dataset", "sample", "--num_problems", "2", "--points", "3",
                 "--radius", "2.0"]
 
 
@@ -125,7 +125,7 @@ def test_bad_sweep_configs_are_one_line(tmp_path, capsys, change, message):
 def test_sweep_refuses_to_mix_settings_in_one_output_dir(tmp_path, capsys):
     config = write_sweep(tmp_path, {"u": [1]})
     sweep.run_sweep(sweep.load_sweep(config), runner=fake_runner({"u1": [0]}, []))
-    changed = write_sweep(tmp_path, {"u": [1]}, validate_args={"num_samples": 3})
+    changed = write_sweep(tmp_path, {"u": [1]}, validate_args={"num_problems": 3})
     assert "other validate_args" in exits_2(capsys, sweep.main, [changed])
 
 
