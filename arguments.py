@@ -101,7 +101,7 @@ class RunArguments:
                                          "peak memory of one group's activations, one more forward per step"})
     compare_before_after: bool = field(
         default=False, metadata={"help": "sample the training problems before and after training and compare"})
-    eval_samples: int = field(default=16, metadata={"help": "samples per problem for --compare_before_after"})
+    n: int = field(default=16, metadata={"help": "samples per problem for --compare_before_after"})
     compare_split: str = field(
         default="train", metadata={"help": "what --compare_before_after samples: train (the training problems) | test "
                                            "(the dataset's test split, held out, judged on all tests as test.py does)"})
@@ -148,7 +148,7 @@ def trl_parser(dataclass_types: tuple, prog: str, usage: str | None = None):
             return super().set_defaults_with_config(**data.canonical_keys(values, known, "the --config file"))
 
     parser = Parser(dataclass_types, prog=prog, usage=usage)
-    data.add_retired_flags(parser)
+    data.add_retired_flags(parser, hyphens=True)
     return parser
 
 

@@ -230,15 +230,15 @@ def add_prompt_flags(parser: argparse.ArgumentParser, unset: str = "data.py's de
 # Issue #33: one flag name per notion in every script. A retired spelling still parses (and is still read as a YAML
 # key) wherever its notion's flag exists, but --help shows only the flag it became.
 RETIRED_FLAGS = {"max_samples": "num_problems", "num_samples": "num_problems", "problems": "num_problems",
-                 "val_samples": "val_num_problems"}
+                 "val_samples": "val_num_problems", "eval_samples": "n"}
 
 
-def add_retired_flags(parser: argparse.ArgumentParser) -> None:
-    """Each retired spelling of a flag `parser` has, as a hidden flag of the same destination and type."""
+def add_retired_flags(parser: argparse.ArgumentParser, hyphens: bool = False) -> None:
+    """Each retired spelling of a flag `parser` has, as a hidden flag of the same destination and type; with
+    `hyphens` also spelled with hyphens (`--max-samples`), as TRL's parser spells every flag too."""
     for old, new in RETIRED_FLAGS.items():
         for action in [a for a in parser._actions if f"--{new}" in a.option_strings]:
-            spellings = {f"--{new}": f"--{old}", f"--{new.replace('_', '-')}": f"--{old.replace('_', '-')}"}
-            hidden = dict.fromkeys(spellings[s] for s in action.option_strings if s in spellings)
+            hidden = dict.fromkeys([f"--{old}", *([f"--{old.replace('_', '-')}"] if hyphens else [])])
             parser.add_argument(*hidden, dest=action.dest, type=action.type, default=argparse.SUPPRESS,
                                 help=argparse.SUPPRESS)
 

@@ -546,8 +546,8 @@ def sample_training_problems(model, tokenizer, problems: list[dict], run: argume
     import evaluation
 
     settings = evaluation.GenerationSettings(
-        max_new_tokens=grpo.max_completion_length, temperature=grpo.temperature, n=run.eval_samples,
-        batch_size=max(grpo.per_device_train_batch_size, run.eval_samples), seed=grpo.seed,
+        max_new_tokens=grpo.max_completion_length, temperature=grpo.temperature, n=run.n,
+        batch_size=max(grpo.per_device_train_batch_size, run.n), seed=grpo.seed,
         sampler=sampler.weights,
     )
     judge = dataclasses.replace(reward.judge, binary=False) if run.compare_split == "train" else evaluation.EVAL_JUDGE

@@ -22,10 +22,10 @@ import verify_pipeline
 RETIRED = [f"--{old}" for old in data.RETIRED_FLAGS]
 # where a notion applies, the flag --help shows for it
 CANONICAL = {
-    "train_rl": ["--num_problems", "--val_num_problems"],
+    "train_rl": ["--num_problems", "--val_num_problems", "--n"],
     "train_sft": ["--num_problems"],
-    "test": ["--num_problems"],
-    "validate": ["--num_problems"],
+    "test": ["--num_problems", "--n"],
+    "validate": ["--num_problems", "--n"],
     "loss_surface": ["--num_problems"],
     "verify_pipeline": ["--num_problems"],
 }
@@ -67,6 +67,8 @@ def parsed(script: str, argv: list[str], monkeypatch) -> dict:
     ("train_rl", ["32", "--max_samples", "7"], "num_problems", 7),
     ("train_rl", ["32", "--max-samples", "7"], "num_problems", 7),
     ("train_rl", ["32", "--val_samples", "3"], "val_num_problems", 3),
+    ("train_rl", ["32", "--eval_samples", "3"], "n", 3),
+    ("train_rl", ["32", "--eval-samples", "3"], "n", 3),
     ("train_sft", ["--max_samples", "5"], "num_problems", 5),
     ("test", ["--baseline", "--num_samples", "4"], "num_problems", 4),
     ("validate", ["--num_samples", "4"], "num_problems", 4),
@@ -80,9 +82,9 @@ def test_a_retired_spelling_parses_as_the_flag_it_became(monkeypatch, script, ar
 
 def test_a_retired_yaml_key_sets_the_flag_it_became(tmp_path, monkeypatch):
     config = tmp_path / "old.yaml"
-    config.write_text(f"max_samples: 5\nval_samples: 3\nuse_cpu: true\noutput_dir: {tmp_path}\n")
+    config.write_text(f"max_samples: 5\nval_samples: 3\neval_samples: 2\nuse_cpu: true\noutput_dir: {tmp_path}\n")
     settings = parsed("train_rl", ["32", "--config", str(config)], monkeypatch)
-    assert (settings["num_problems"], settings["val_num_problems"]) == (5, 3)
+    assert (settings["num_problems"], settings["val_num_problems"], settings["n"]) == (5, 3, 2)
     config.write_text("num_samples: 6\n")
     assert parsed("validate", ["--config", str(config)], monkeypatch)["num_problems"] == 6
 

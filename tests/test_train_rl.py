@@ -155,7 +155,7 @@ def test_the_training_prompt_travels_with_the_adapter(tmp_path, monkeypatch):
                            "--max_steps", "1", "--save_steps", "1", "--max_completion_length", "16",
                            "--gradient_accumulation_steps", "1", "--system_prompt", custom, "--do_validate",
                            "--val_steps", "1", "--val_num_problems", "2", "--val_max_new_tokens", "8",
-                           "--compare_before_after", "--eval_samples", "2", "--output_dir", str(tmp_path)])
+                           "--compare_before_after", "--n", "2", "--output_dir", str(tmp_path)])
     trained = data.PromptSettings(system_prompt=custom)
     assert asked == [trained]
     assert json.loads((tmp_path / "eval_before" / "summary.json").read_text())["run"]["prompt"] == trained.to_dict()
@@ -476,7 +476,7 @@ def test_before_after_on_the_held_out_test_split(coder, tmp_path):
     """--compare_split test: the paired before/after runs on the dataset's test problems (judged on all their tests),
     never on the problems trained on, as README's first command runs it on the real model."""
     run(tmp_path, "--no_quant", "--max_steps", "1", "--save_steps", "5", "--compare_before_after",
-        "--compare_split", "test", "--eval_samples", "1", "--max_completion_length", "16")
+        "--compare_split", "test", "--n", "1", "--max_completion_length", "16")
     before = json.loads((tmp_path / "eval_before" / "summary.json").read_text())
     after = json.loads((tmp_path / "eval_after" / "summary.json").read_text())
     test_ids = {p["id"] for p in data.load_problems("sample", "test")}
