@@ -85,7 +85,8 @@ class ValidationArguments:
     do_validate: bool = field(default=False, metadata={"help": "greedy validation every --val_steps"})
     val_steps: int = field(default=100, metadata={"help": "steps between validations"})
     val_num_problems: int = field(default=10, metadata={"help": "held-out problems per validation"})
-    val_max_new_tokens: int = field(default=1024, metadata={"help": "generation budget during validation"})
+    val_max_completion_length: int = field(default=1024, metadata={
+        "help": "completion length cap during validation (in training: TRL's --max_completion_length)"})
 
 
 @dataclass
@@ -209,11 +210,13 @@ def evaluation_parser(description: str | None) -> data.ArgumentParser:
     p.add_argument("--n", type=int, default=1, help="samples per problem (needs temperature > 0 when > 1)")
     p.add_argument("--k", default="1", help="comma-separated k for pass@k, each <= n (default %(default)s)")
     p.add_argument("--batch_size", type=int, default=8, help="prompts per generate call (default %(default)s)")
-    p.add_argument("--max_new_tokens", type=int, default=1024, help="completion length cap (default %(default)s)")
+    p.add_argument("--max_completion_length", type=int, default=1024,
+                   help="completion length cap, in tokens (default %(default)s)")
     p.add_argument("--sampler", choices=SAMPLER_WEIGHTS,
                    help="weights that draw the tokens: int8 (the adapter folded in, int8 layers: 2-4x faster on CPU; "
                         "its drift is in docs/benchmarks.md) or exact (default: int8 on CPU, exact on GPU)")
-    p.add_argument("--max_prompt_tokens", type=int, help="skip longer prompts (default: context - max_new_tokens)")
+    p.add_argument("--max_prompt_tokens", type=int,
+                   help="skip longer prompts (default: context - max_completion_length)")
     p.add_argument("--max_tests", type=int, default=0, help="tests judged per problem, 0 = all (default)")
     p.add_argument("--time_limit", type=float, help="seconds per test (default: the judge's, 2)")
     data.add_prompt_flags(p, unset="the adapter's own, else data.py's default")

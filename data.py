@@ -230,7 +230,8 @@ def add_prompt_flags(parser: argparse.ArgumentParser, unset: str = "data.py's de
 # Issue #33: one flag name per notion in every script. A retired spelling still parses (and is still read as a YAML
 # key) wherever its notion's flag exists, but --help shows only the flag it became.
 RETIRED_FLAGS = {"max_samples": "num_problems", "num_samples": "num_problems", "problems": "num_problems",
-                 "val_samples": "val_num_problems", "eval_samples": "n"}
+                 "val_samples": "val_num_problems", "eval_samples": "n", "max_new_tokens": "max_completion_length",
+                 "val_max_new_tokens": "val_max_completion_length"}
 
 
 def add_retired_flags(parser: argparse.ArgumentParser, hyphens: bool = False) -> None:

@@ -458,7 +458,7 @@ def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.CodeR
         ks = [int(k) for k in args.k.split(",")]
     except ValueError:
         raise data.UsageError(f"--k must be comma-separated integers (got {args.k!r})")
-    positive = {"--n": args.n, "--batch_size": args.batch_size, "--max_new_tokens": args.max_new_tokens,
+    positive = {"--n": args.n, "--batch_size": args.batch_size, "--max_completion_length": args.max_completion_length,
                 "--time_limit": args.time_limit or EVAL_JUDGE.time_limit_s, "--k": min(ks)}
     for flag, value in positive.items():
         if value <= 0:
@@ -469,7 +469,7 @@ def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.CodeR
         raise data.UsageError("--n > 1 needs --temperature > 0 (greedy samples are identical)")
     if max(ks) > args.n:
         raise data.UsageError(f"pass@{max(ks)} needs --n >= {max(ks)} samples per problem")
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+    settings = GenerationSettings(max_new_tokens=args.max_completion_length, temperature=args.temperature, top_p=args.top_p,
                                   n=args.n, batch_size=args.batch_size, seed=args.seed,
                                   max_prompt_tokens=args.max_prompt_tokens,
                                   sampler=args.sampler or sampling.default_weights(modeling.default_device()))

@@ -51,7 +51,7 @@ def measure(model, tokenizer, examples: list[dict], problems: list[dict], args) 
     """The loss at the model's current v, and the judge's scores on `problems` when there are any."""
     row = {"loss": sft.sft_loss(model, examples, args.batch_size)}
     if problems:
-        settings = evaluation.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        settings = evaluation.GenerationSettings(max_new_tokens=args.max_completion_length, batch_size=args.batch_size,
                                                  seed=args.seed)
         _, summary = evaluation.evaluate(model, tokenizer, problems, settings, prompt=args.prompt, progress=False)
         row["avg_reward"], row["pass@1"] = summary["metrics"]["avg_reward"], summary["metrics"].get("pass@1", 0.0)
@@ -76,13 +76,14 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--max_length", type=int, default=1024, help="longer examples are dropped (default %(default)s)")
     parser.add_argument("--batch_size", type=int, default=8, help="examples per forward pass (default %(default)s)")
     parser.add_argument("--reward_problems", type=int, default=0, help="also judge greedy answers on N problems")
-    parser.add_argument("--max_new_tokens", type=int, default=256, help="generation budget for the reward")
+    parser.add_argument("--max_completion_length", type=int, default=256, help="completion length cap for the reward")
     parser.add_argument("--output_dir", default="output/loss_surface", help="surface.csv and surface.png go here")
     args = data.parse_with_config(parser, argv)
     if args.points < 3 or args.points % 2 == 0:
         raise data.UsageError("--points must be an odd number >= 3, so v = 0 (the base model) is on the grid")
-    if args.radius <= 0 or min(args.num_problems, args.rank, args.batch_size, args.max_new_tokens) < 1:
-        raise data.UsageError("--radius, --num_problems, --rank, --batch_size and --max_new_tokens must be positive")
+    if args.radius <= 0 or min(args.num_problems, args.rank, args.batch_size, args.max_completion_length) < 1:
+        raise data.UsageError("--radius, --num_problems, --rank, --batch_size and --max_completion_length must be "
+                              "positive")
     if args.reward_problems < 0:
         raise data.UsageError("--reward_problems must be >= 0")
     args.prompt = data.PromptSettings().overridden(args)
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> Path:
     examples = sft.build_examples(problems, tokenizer, args.max_length, prompt=args.prompt)
     reward_problems = problems[:args.reward_problems]
     out = Path(args.output_dir)
-    settings = {k: getattr(args, k) for k in ("model", "no_quant", "rank", "seed", "max_length", "max_new_tokens")}
+    settings = {k: getattr(args, k) for k in ("model", "no_quant", "rank", "seed", "max_length")}
+    settings["max_new_tokens"] = args.max_completion_length  # surface.json's name for it: older scans still resume
     settings.update(prompt=args.prompt.to_dict(), examples=sft.examples_hash(examples),
                     reward_problems=[p["id"] for p in reward_problems])
     records.check_settings(out / "surface.json", settings, "loss surface")

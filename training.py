@@ -510,7 +510,7 @@ def validation_callback(tokenizer, val_problems: list[dict], validation: argumen
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if state.global_step % validation.val_steps or not state.is_world_process_zero:
                 return
-            summary = evaluation.run_validation(model, tokenizer, val_problems, max_new_tokens=validation.val_max_new_tokens,
+            summary = evaluation.run_validation(model, tokenizer, val_problems, max_new_tokens=validation.val_max_completion_length,
                                                 batch_size=args.per_device_eval_batch_size, prompt=prompt,
                                                 sampler=sampler.weights)
             metrics = {f"val/{k}": summary[k] for k in ("pass@1", "compile_rate", "avg_reward") if k in summary}

@@ -139,7 +139,7 @@ def check_grpo(ctx: Context) -> str:
     config = ROOT / "configs" / ("default.yaml" if args.gpu else "tiny_cpu.yaml")
     code = subprocess.run([
         sys.executable, str(ROOT / "train_rl.py"), str(args.u), "4", "--config", str(config), "--model", args.model,
-        "--dataset", args.dataset, "--max_steps", "1", "--max_completion_length", str(args.max_new_tokens),
+        "--dataset", args.dataset, "--max_steps", "1", "--max_completion_length", str(args.max_completion_length),
         "--gradient_accumulation_steps", "1", "--output_dir", str(out), "--save_steps", "1",
         *(["--no_quant"] if args.no_quant else []),
     ]).returncode
@@ -179,7 +179,7 @@ def check_evaluation(ctx: Context) -> str:
 
     args = ctx.args
     problems = data.load_problems(args.dataset, "test", args.num_problems)
-    settings = evaluation.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=len(problems))
+    settings = evaluation.GenerationSettings(max_new_tokens=args.max_completion_length, batch_size=len(problems))
     reward = evaluation.evaluation_reward(dataclasses.replace(evaluation.EVAL_JUDGE, cxx=args.cxx))
     _, summary = evaluation.evaluate(ctx.loaded, ctx.tokenizer, problems, settings, reward, progress=False)
     metrics = summary["metrics"]
@@ -266,7 +266,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cxx", default=utils.JudgeConfig.cxx, help="C++ compiler the judge uses")
     parser.add_argument("--u", type=positive, default=32, help="TinyLoRA numbers per vector v")
     parser.add_argument("--num_problems", type=positive, default=3, help="test problems to evaluate")
-    parser.add_argument("--max_new_tokens", type=positive, help="generation budget (default 32 on CPU, 512 on GPU)")
+    parser.add_argument("--max_completion_length", type=positive,
+                        help="completion length cap, in tokens (default 32 on CPU, 512 on GPU)")
     data.add_retired_flags(parser)
     args = parser.parse_args(argv)
     if args.dataset not in data.DATASETS and not (args.dataset.endswith(".jsonl") and Path(args.dataset).is_file()):
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # after parsing: a typo should not wait for torch to import
 
     args.gpu = torch.cuda.is_available()
-    args.max_new_tokens = args.max_new_tokens or (512 if args.gpu else 32)
+    args.max_completion_length = args.max_completion_length or (512 if args.gpu else 32)
     print(f"verify_pipeline: model={args.model} dataset={args.dataset} {'full precision' if args.no_quant else 'NF4'} "
           f"on {'GPU' if args.gpu else 'CPU'}, cxx={args.cxx}", flush=True)
     start = time.monotonic()

@@ -53,7 +53,7 @@ def toolkit_validate(model_name: str, problems: int, n: int, new_tokens: int, ex
     with tempfile.TemporaryDirectory(prefix="bench-sampling-") as out:
         command = [sys.executable, "validate.py", str(problems), "--model", model_name, "--no_quant", "--dataset",
                    "sample", "--show_examples", "--temperature", "0.8", "--n", str(n), "--k", "1",
-                   "--max_new_tokens", str(new_tokens), "--batch_size", "16", "--output_dir", out, *extra]
+                   "--max_completion_length", str(new_tokens), "--batch_size", "16", "--output_dir", out, *extra]
         began = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - began

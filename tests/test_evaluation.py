@@ -18,7 +18,7 @@ import tinylora
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "data" / "sample"
-FAST = ["--model", "tiny", "--no_quant", "--dataset", "sample", "--max_new_tokens", "12", "--batch_size", "3"]
+FAST = ["--model", "tiny", "--no_quant", "--dataset", "sample", "--max_completion_length", "12", "--batch_size", "3"]
 
 
 test_cli, validate_cli = load_script("test"), load_script("validate")
@@ -276,4 +276,4 @@ def test_bad_arguments_are_one_line(capsys, argv, text):
 def test_help(capsys, script):
     with pytest.raises(SystemExit) as exc:
         script.main(["--help"])
-    assert exc.value.code == 0 and "--max_new_tokens" in capsys.readouterr().out
+    assert exc.value.code == 0 and "--max_completion_length" in capsys.readouterr().out

@@ -22,12 +22,13 @@ import verify_pipeline
 RETIRED = [f"--{old}" for old in data.RETIRED_FLAGS]
 # where a notion applies, the flag --help shows for it
 CANONICAL = {
-    "train_rl": ["--num_problems", "--val_num_problems", "--n"],
+    "train_rl": ["--num_problems", "--val_num_problems", "--n", "--max_completion_length",
+                 "--val_max_completion_length"],
     "train_sft": ["--num_problems"],
-    "test": ["--num_problems", "--n"],
-    "validate": ["--num_problems", "--n"],
-    "loss_surface": ["--num_problems"],
-    "verify_pipeline": ["--num_problems"],
+    "test": ["--num_problems", "--n", "--max_completion_length"],
+    "validate": ["--num_problems", "--n", "--max_completion_length"],
+    "loss_surface": ["--num_problems", "--max_completion_length"],
+    "verify_pipeline": ["--num_problems", "--max_completion_length"],
 }
 
 
@@ -69,12 +70,18 @@ def parsed(script: str, argv: list[str], monkeypatch) -> dict:
     ("train_rl", ["32", "--val_samples", "3"], "val_num_problems", 3),
     ("train_rl", ["32", "--eval_samples", "3"], "n", 3),
     ("train_rl", ["32", "--eval-samples", "3"], "n", 3),
+    ("train_rl", ["32", "--max_new_tokens", "64"], "max_completion_length", 64),  # TRL's own field
+    ("train_rl", ["32", "--val_max_new_tokens", "9"], "val_max_completion_length", 9),
     ("train_sft", ["--max_samples", "5"], "num_problems", 5),
     ("test", ["--baseline", "--num_samples", "4"], "num_problems", 4),
+    ("test", ["--baseline", "--max_new_tokens", "12"], "max_completion_length", 12),
     ("validate", ["--num_samples", "4"], "num_problems", 4),
     ("validate", ["6"], "num_problems", 6),
+    ("validate", ["--max_new_tokens", "12"], "max_completion_length", 12),
     ("loss_surface", ["--max_samples", "3"], "num_problems", 3),
+    ("loss_surface", ["--max_new_tokens", "5"], "max_completion_length", 5),
     ("verify_pipeline", ["--problems", "2"], "num_problems", 2),
+    ("verify_pipeline", ["--max_new_tokens", "7"], "max_completion_length", 7),
 ])
 def test_a_retired_spelling_parses_as_the_flag_it_became(monkeypatch, script, argv, name, value):
     assert parsed(script, argv, monkeypatch)[name] == value
@@ -82,11 +89,14 @@ def test_a_retired_spelling_parses_as_the_flag_it_became(monkeypatch, script, ar
 
 def test_a_retired_yaml_key_sets_the_flag_it_became(tmp_path, monkeypatch):
     config = tmp_path / "old.yaml"
-    config.write_text(f"max_samples: 5\nval_samples: 3\neval_samples: 2\nuse_cpu: true\noutput_dir: {tmp_path}\n")
+    config.write_text(f"max_samples: 5\nval_samples: 3\neval_samples: 2\nmax_new_tokens: 64\nval_max_new_tokens: 9\n"
+                      f"use_cpu: true\noutput_dir: {tmp_path}\n")
     settings = parsed("train_rl", ["32", "--config", str(config)], monkeypatch)
-    assert (settings["num_problems"], settings["val_num_problems"], settings["n"]) == (5, 3, 2)
-    config.write_text("num_samples: 6\n")
-    assert parsed("validate", ["--config", str(config)], monkeypatch)["num_problems"] == 6
+    assert [settings[k] for k in ("num_problems", "val_num_problems", "n", "max_completion_length",
+                                  "val_max_completion_length")] == [5, 3, 2, 64, 9]
+    config.write_text("num_samples: 6\nmax_new_tokens: 12\n")
+    settings = parsed("validate", ["--config", str(config)], monkeypatch)
+    assert (settings["num_problems"], settings["max_completion_length"]) == (6, 12)
 
 
 def test_a_flag_given_under_both_names_is_refused():

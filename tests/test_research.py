@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CELL_TRAIN_ARGS = {"config": str(ROOT / "configs" / "tiny_cpu.yaml"), "num_problems": 2, "max_steps": 1,
                    "no_quant": True, "num_generations": 2, "per_device_train_batch_size": 2,
                    "gradient_accumulation_steps": 1, "max_completion_length": 32, "save_steps": 100}
-CELL_VALIDATE_ARGS = {"num_problems": 2, "max_new_tokens": 32, "batch_size": 2}
+CELL_VALIDATE_ARGS = {"num_problems": 2, "max_completion_length": 32, "batch_size": 2}
 SFT_ARGS = ["--model", "tiny", "--no_quant", "--dataset", "sample", "--u", "4", "--num_problems", "2",
             "--max_steps", "3", "--learning_rate", "1.0", "--per_device_train_batch_size", "2",
             "--gradient_accumulation_steps", "1", "--disable_tqdm", "true"]

@@ -128,7 +128,7 @@ def test_resume_skips_corrupted_and_incomplete_checkpoints(tmp_path):
 
 def test_validation_keeps_best(coder, tmp_path):
     run(tmp_path, "--no_quant", "--max_steps", "1", "--save_steps", "5", "--do_validate", "--val_steps", "1",
-        "--val_num_problems", "2", "--val_max_new_tokens", "32")
+        "--val_num_problems", "2", "--val_max_completion_length", "32")
     meta = tinylora.read_meta(tmp_path / "best")
     assert meta["global_step"] == 1 and "val/pass@1" in meta["validation"]
     assert [e["val/pass@1"] for e in metrics(tmp_path) if "val/pass@1" in e] == [meta["validation"]["val/pass@1"]]
@@ -154,7 +154,7 @@ def test_the_training_prompt_travels_with_the_adapter(tmp_path, monkeypatch):
     final = train_rl.main(["32", "2", "--config", "configs/tiny_cpu.yaml", "--model", "tiny", "--no_quant",
                            "--max_steps", "1", "--save_steps", "1", "--max_completion_length", "16",
                            "--gradient_accumulation_steps", "1", "--system_prompt", custom, "--do_validate",
-                           "--val_steps", "1", "--val_num_problems", "2", "--val_max_new_tokens", "8",
+                           "--val_steps", "1", "--val_num_problems", "2", "--val_max_completion_length", "8",
                            "--compare_before_after", "--n", "2", "--output_dir", str(tmp_path)])
     trained = data.PromptSettings(system_prompt=custom)
     assert asked == [trained]
@@ -166,7 +166,7 @@ def test_the_training_prompt_travels_with_the_adapter(tmp_path, monkeypatch):
     test_cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(test_cli)
     flags = ["--checkpoint_path", str(final), "--model", "tiny", "--no_quant", "--dataset", "sample",
-             "--num_problems", "2", "--max_new_tokens", "4"]
+             "--num_problems", "2", "--max_completion_length", "4"]
     summary = test_cli.main([*flags, "--output_dir", str(tmp_path / "test")])
     problems = data.load_problems("sample", "test", 2)
     tokenizer = modeling.load_model("tiny", quant=False)[1]
@@ -330,7 +330,7 @@ def test_smollm2_trains_and_is_compared_on_held_out_problems(tmp_path):
     assert log[0]["step"] == 1 and "reward" in log[0] and 0 < log[0]["completions/mean_length"] <= 64
     test_script = load_script("test")
     flags = ["--model", "smollm2", "--no_quant", "--dataset", "sample", "--num_problems", "2", "--temperature", "0.8",
-             "--n", "2", "--max_new_tokens", "48"]
+             "--n", "2", "--max_completion_length", "48"]
     base = test_script.main([*flags, "--baseline", "--show_examples", "--output_dir", str(tmp_path / "base")])
     adapted = test_script.main([*flags, "--checkpoint_path", str(final), "--output_dir", str(tmp_path / "adapter")])
     assert adapted["run"]["prompts_sha256"] == base["run"]["prompts_sha256"]  # the trained prompt, not told again
