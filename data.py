@@ -256,6 +256,12 @@ def canonical_keys(values: dict, known: Iterable[str], source: str) -> dict:
     return renamed
 
 
+def canonical_flags(argv: list[str]) -> list[str]:
+    """`argv` with each retired flag spelled as the flag it became (`--max_samples 8` -> `--num_problems 8`)."""
+    return [f"--{RETIRED_FLAGS[word[2:]]}" if word.startswith("--") and word[2:] in RETIRED_FLAGS else word
+            for word in argv]
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line and exit code 2, like every other user error here."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import data
@@ -34,11 +35,12 @@ def append_row(path: Path, row: dict, fields: list[str]) -> None:
         os.fsync(f.fileno())
 
 
-def check_settings(path: Path, settings: dict, what: str) -> None:
+def check_settings(path: Path, settings: dict, what: str, upgrade: Callable[[dict], dict] = dict) -> None:
     """Record `settings` in `path`, or raise data.UsageError when an earlier run in the same directory used other ones:
-    resuming must never mix results made under different settings."""
+    resuming must never mix results made under different settings. `upgrade` reads a record in today's terms (one
+    written before a rename must still match the same settings)."""
     if path.exists():
-        old = json.loads(path.read_text())
+        old = upgrade(json.loads(path.read_text()))
         changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if changed:
             raise data.UsageError(f"{path.parent} holds a {what} made with other {', '.join(changed)}; "

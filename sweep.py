@@ -250,10 +250,16 @@ def write_report(sweep: Sweep) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------------ main
+def canonical_settings(flags: dict[str, list[str]]) -> dict[str, list[str]]:
+    """train_args and validate_args as sweep.json records them, retired flag spellings renamed: a sweep started with
+    `max_samples:` resumes after its YAML says `num_problems:`, and the other way round."""
+    return {key: data.canonical_flags(argv) for key, argv in flags.items()}
+
+
 def run_sweep(sweep: Sweep, retries: int = 1, runner: Callable[..., int] = run_cell) -> list[dict]:
     """Every unfinished cell, in grid order; returns the ranked "ok" rows of the whole sweep."""
-    records.check_settings(sweep.output_dir / "sweep.json", {"train_args": sweep.train_args, "validate_args": sweep.validate_args},
-                   "sweep")
+    records.check_settings(sweep.output_dir / "sweep.json", canonical_settings(
+        {"train_args": sweep.train_args, "validate_args": sweep.validate_args}), "sweep", upgrade=canonical_settings)
     csv_path = sweep.output_dir / "results.csv"
     done = {row["cell"] for row in records.read_rows(csv_path) if row["status"] == "ok"}
     cells = sweep.cells()

@@ -129,6 +129,18 @@ def test_sweep_refuses_to_mix_settings_in_one_output_dir(tmp_path, capsys):
     assert "other validate_args" in exits_2(capsys, sweep.main, [changed])
 
 
+def test_a_sweep_started_before_the_flag_renames_resumes(tmp_path):
+    """A sweep.json that recorded --max_samples and --num_samples (retired spellings, issue #33) matches the same
+    sweep whose YAML now says num_problems."""
+    config = sweep.load_sweep(write_sweep(tmp_path, {"u": [1]}))
+    old = {"train_args": [{"--num_problems": "--max_samples"}.get(a, a) for a in config.train_args],
+           "validate_args": [{"--num_problems": "--num_samples"}.get(a, a) for a in config.validate_args]}
+    assert old["train_args"] != config.train_args and old["validate_args"] != config.validate_args
+    config.output_dir.mkdir(parents=True)
+    (config.output_dir / "sweep.json").write_text(json.dumps(old))
+    assert [r["cell"] for r in sweep.run_sweep(config, runner=fake_runner({"u1": [0]}, []))] == ["u1"]
+
+
 # ------------------------------------------------------------------------------------------------------ SFT
 @pytest.fixture(scope="module")
 def tiny():
