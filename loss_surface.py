@@ -18,9 +18,6 @@ from pathlib import Path
 
 import arguments
 import data
-import evaluation
-import modeling
-import plots
 import records
 import sft
 
@@ -49,6 +46,8 @@ def set_v(model, v1: float, v2: float) -> None:
 
 def measure(model, tokenizer, examples: list[dict], problems: list[dict], args) -> dict:
     """The loss at the model's current v, and the judge's scores on `problems` when there are any."""
+    import evaluation  # here, not at the top: --help answers without torch
+
     row = {"loss": sft.sft_loss(model, examples, args.batch_size)}
     if problems:
         settings = evaluation.GenerationSettings(max_new_tokens=args.max_completion_length, batch_size=args.batch_size,
@@ -92,6 +91,7 @@ def parse_args(argv: list[str] | None):
 
 def load_u2_model(args):
     """The base model with a u=2, tie "all" TinyLoRA (two numbers in all), and its tokenizer."""
+    import modeling
     import tinylora
 
     try:
@@ -126,6 +126,8 @@ def grid_values(rows: dict[tuple[str, str], dict], axis: list[float], column: st
 
 def report(rows: dict[tuple[str, str], dict], axis: list[float], out: Path, with_reward: bool) -> None:
     """The base model's loss against the grid's lowest, and the heatmaps."""
+    import plots
+
     centre = rows[key(0.0, 0.0)]
     lowest = min((rows[key(v1, v2)] for v1 in axis for v2 in axis), key=lambda r: float(r["loss"]))
     print(f"base model (v = 0): loss {float(centre['loss']):.4f}; lowest on the grid: {float(lowest['loss']):.4f} "

@@ -28,9 +28,7 @@ from tqdm import tqdm
 
 import data
 import paths
-import plots
 import records
-import training
 
 ROOT = Path(__file__).resolve().parent
 
@@ -190,6 +188,8 @@ def last_log_line(cell_dir: Path) -> str:
 
 def finish_cell(cell: Cell, sweep: Sweep, retries: int, runner: Callable[..., int]) -> dict:
     """Run a cell until it writes result.json, at most 1 + `retries` times; the row for results.csv."""
+    import training  # here, not at the top: --help answers without torch
+
     cell_dir = sweep.output_dir / cell.name
     cell_dir.mkdir(parents=True, exist_ok=True)
     row = {**dataclasses.asdict(cell), "cell": cell.name, "status": "failed", "attempts": 0}
@@ -236,6 +236,8 @@ def markdown_table(rows: list[dict], failed: list[str]) -> str:
 
 def write_report(sweep: Sweep) -> list[dict]:
     """results.md and the plot from every row so far (finished cells of earlier runs included)."""
+    import plots
+
     rows = records.read_rows(sweep.output_dir / "results.csv")
     ranked = best_rows(rows)
     done = {row["cell"] for row in ranked}

@@ -1,5 +1,6 @@
-"""Every script spells a notion one way (issue #33): --help shows one flag per notion, a retired spelling still
-parses (and reads as a YAML key) as the flag it became, and our booleans are plain switches everywhere."""
+"""Every script spells a notion one way (issue #33): --help shows one flag per notion (and answers without torch),
+a retired spelling still parses (and reads as a YAML key) as the flag it became, and our booleans are plain
+switches everywhere."""
 from __future__ import annotations
 
 import dataclasses
@@ -33,9 +34,13 @@ CANONICAL = {
 
 
 def help_text(script: str) -> str:
-    out = subprocess.run([sys.executable, f"{script}.py", "--help"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
+    """`python SCRIPT.py --help`, checked to exit 0 without importing torch, TRL or transformers: those take 3-10 s
+    on a busy 2-core machine, and --help answers in under 2 s."""
+    probe = (f"import sys, runpy; sys.argv = ['{script}.py', '--help']\n"
+             f"try: runpy.run_path('{script}.py', run_name='__main__')\nexcept SystemExit as e: assert e.code == 0\n"
+             "print('HEAVY', sorted({'torch', 'trl', 'transformers'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.rstrip().endswith("HEAVY []"), out.stdout[-300:] + out.stderr
     return out.stdout
 
 
