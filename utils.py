@@ -968,16 +968,17 @@ class CodeReward:
         """TRL's reward signature: one float per completion. Optional dataset columns `source` and `difficulty`
         select the seed's multipliers. Logs a verdict histogram through TRL's `log_metric` when given.
 
-        Refuses to run without the `tests` column (the seed's bug: TRL dropped it and every reward was 0)."""
-        import data
-
+        Refuses to run without the `tests` column (the seed's bug: TRL dropped it and every reward was 0). Each row's
+        tests are a flat list of {input, output}, as training.grpo_rows writes them (a problem record's grouped
+        tests flatten with data.all_tests)."""
         n = len(completions)
         if tests is None or len(tests) != n or not all(tests):
             raise RuntimeError("the reward function did not receive the `tests` column; keep remove_unused_columns=False")
+        if any(isinstance(t, dict) for t in tests):
+            raise TypeError("each row's tests must be a list of {input, output}; flatten a record's with data.all_tests")
         start = time.monotonic()
         codes = [extract_code(_completion_text(c)) for c in completions]
-        # a whole problem record's {"public", "private", "generated"} also works
-        test_lists = [data.all_tests({"tests": t}) if isinstance(t, dict) else list(t) for t in tests]
+        test_lists = [list(t) for t in tests]
         # each row's own limits, compare rule and checker (training rows carry the record's PROBLEM_JUDGE_FIELDS)
         problems = [{k: (kwargs.get(k) or [None] * n)[i] for k in PROBLEM_JUDGE_FIELDS} for i in range(n)]
         results = judge_batch([(code, t, problem_judge_config(p, self.judge))

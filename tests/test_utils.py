@@ -438,13 +438,15 @@ def test_code_reward_trl_signature_and_stats() -> None:
     metrics = {}
     rewards = reward(
         prompts=["p"] * 3, completions=[[{"role": "assistant", "content": ok}], "no code here", ok],
-        tests=[tests, tests, {"public": tests, "private": [], "generated": []}],
+        tests=[tests, tests, tests],
         source=["CODEFORCES", "CODEFORCES", "ATCODER"], difficulty=["B", "B", "A"],
         log_metric=lambda name, value: metrics.__setitem__(name, value))
     assert rewards == [pytest.approx(1.1), 0.0, 1.0]
     assert reward.last_stats["verdicts"]["OK"] == 2 and reward.last_stats["verdicts"]["NO_CODE"] == 1
     assert reward.last_stats["no_code_rate"] == pytest.approx(1 / 3)
     assert metrics["judge/OK"] == pytest.approx(2 / 3)
+    with pytest.raises(TypeError, match="data.all_tests"):  # a record's grouped tests are flattened by the caller
+        reward(prompts=["p"], completions=[ok], tests=[{"public": tests, "private": [], "generated": []}])
     binary = utils.CodeReward(CONFIG, scheme="binary", no_code_penalty=0.5)
     assert binary(["p"], ["nothing"], [tests]) == [-0.5] and binary.judge.binary
     assert reward.last_stats["verdicts"]["OK"] == 2  # each object keeps its own statistics: no shared state
