@@ -482,33 +482,6 @@ def prompt_for(args: argparse.Namespace, info: dict) -> data.PromptSettings:
     return data.PromptSettings.from_meta(info.get("meta", {})).overridden(args)
 
 
-def load_model_for_eval(name: str, quant: bool, checkpoint_path: str | None):
-    """(model, tokenizer, model info). The adapter's u / rank / tie come from its saved files, never from flags,
-    and info["meta"] holds its metadata (the prompt it was trained with among it); every failure is a
-    data.UsageError."""
-    import tinylora
-
-    if checkpoint_path is not None and not Path(checkpoint_path).is_dir():
-        raise data.UsageError(f"checkpoint path {checkpoint_path} is not a directory (pass the adapter directory, "
-                              f"e.g. OUT/best)")
-    try:
-        model, tokenizer = modeling.load_model(name, quant=quant)
-    except OSError as e:
-        raise data.UsageError(f"cannot load model {name}: {str(e).splitlines()[0]}")
-    info = {"name": name, "quant": quant, "adapter": checkpoint_path}
-    if checkpoint_path is not None:
-        try:
-            model = tinylora.load_adapter(model, checkpoint_path)
-        except tinylora.TinyLoraError as e:
-            raise data.UsageError(str(e))
-        config = model.peft_config["default"]
-        info.update(adapter_type=config.peft_type.value, rank=config.r, parameters=len(tinylora.trained_vector(model)),
-                    meta=tinylora.read_meta(checkpoint_path))
-        if tinylora.is_tiny_lora(model):
-            info.update(u=config.u, tie=model.tinylora_tie.mode)
-    return model, tokenizer, info
-
-
 def run_cli(args: argparse.Namespace, script: str) -> dict:
     """The whole run behind `python test.py` / `python validate.py`: load, evaluate, write, print the table."""
     settings, reward, ks = _settings(args)
@@ -517,7 +490,7 @@ def run_cli(args: argparse.Namespace, script: str) -> dict:
         problems = data.load_problems(args.dataset, args.split, args.num_problems, seed=args.seed)
     except (FileNotFoundError, ValueError) as e:
         raise data.UsageError(str(e))
-    model, tokenizer, info = load_model_for_eval(args.model, not args.no_quant, args.checkpoint_path)
+    model, tokenizer, info = modeling.load_adapted_model(args.model, not args.no_quant, args.checkpoint_path)
     prompt = prompt_for(args, info)
     label = f"adapter {args.checkpoint_path}" if args.checkpoint_path else f"baseline {args.model}"
     adapter = "".join(f", {k}={info[k]}" for k in ("u", "rank", "tie") if k in info)

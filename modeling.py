@@ -12,11 +12,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
 
 from paths import cache_dir, replaced_atomically
+
+if TYPE_CHECKING:
+    from arguments import AdapterArguments
 
 ROOT = Path(__file__).resolve().parent
 TINY = "tiny"
@@ -243,6 +247,45 @@ def load_model(name: str = TINY, quant: bool = True, device: str | None = None, 
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
+
+
+def load_adapted_model(name: str, quant: bool, adapter: AdapterArguments | str | os.PathLike | None, *,
+                       seed: int = 42, device: str | None = None) -> tuple:
+    """(model, tokenizer, info): the base `name` with its adapter, the one loader every script goes through.
+
+    `adapter` is what to put on the base: AdapterArguments build a fresh one to train (TinyLoRA's v = 0 from the
+    projection `seed`, or the LoRA contrast), a directory loads a saved one for evaluation (its u, rank and tie come
+    from its files, never from flags; its metadata, with the prompt it was trained with, is info["meta"]), None
+    leaves the base bare. `info` says what was loaded, as evaluation summaries record it. Every failure (a missing
+    model or adapter, an adapter that does not fit) is a data.UsageError.
+    """
+    import data
+    import tinylora
+
+    saved = Path(adapter) if isinstance(adapter, (str, os.PathLike)) else None
+    if saved is not None and not saved.is_dir():
+        raise data.UsageError(f"checkpoint path {saved} is not a directory (pass the adapter directory, e.g. OUT/best)")
+    try:
+        model, tokenizer = load_model(name, quant=quant, device=device)
+    except OSError as err:
+        raise data.UsageError(f"cannot load model {name}: {str(err).splitlines()[0]}") from None
+    info: dict = {"name": name, "quant": quant, "adapter": None if saved is None else str(saved)}
+    try:
+        if saved is not None:
+            model = tinylora.load_adapter(model, saved)
+            info["meta"] = tinylora.read_meta(saved)
+        elif adapter is not None and adapter.adapter == "lora":
+            model = tinylora.apply_lora(model, rank=adapter.rank)
+        elif adapter is not None:
+            model = tinylora.apply_tiny_lora(model, u=adapter.u, rank=adapter.rank, seed=seed, tie=adapter.tie)
+    except ValueError as err:  # TinyLoraError, PEFT's refusals
+        raise data.UsageError(str(err).splitlines()[0]) from None
+    if adapter is not None:
+        config = model.peft_config["default"]
+        info.update(adapter_type=config.peft_type.value, rank=config.r, parameters=len(tinylora.trained_vector(model)))
+        if tinylora.is_tiny_lora(model):
+            info.update(u=config.u, tie=model.tinylora_tie.mode)
+    return model, tokenizer, info
 
 # --------------------------------------------------------------------------------- the warm-started tiny coder
 TINY_CODER = "tiny-coder"

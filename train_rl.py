@@ -12,7 +12,7 @@ with (--system_prompt, --instruction, --show_examples), and test.py / validate.p
 Each logging step prints one line (reward, judge rates, length, s/step); every metric goes to OUTPUT_DIR/metrics.jsonl
 (and --report_to), curves.png is drawn at the end, and --export_lora also writes the adapter as a standard PEFT
 LoRA (OUTPUT_DIR/final_lora) for vLLM and other LoRA runtimes.
-The wiring lives in training.py; this is the pipeline.
+The pipeline is training.run_grpo: set up (prepare_grpo), sample before, train, sample after, save.
 """
 from __future__ import annotations
 
@@ -31,32 +31,7 @@ def main(argv: list[str] | None = None) -> Path:
                                  "GRPOConfig", __doc__)
     import training
 
-    flags = training.parse_grpo_args(argv)
-    grpo, run = flags.grpo, flags.run
-    prompt, reward = data.PromptSettings().overridden(flags.prompt), training.code_reward(flags.reward)
-    device = training.configure_device(grpo)
-    sampler = training.sampler_settings(run, device)
-    resume_from = training.resume_checkpoint(Path(grpo.output_dir)) if run.resume else None
-    model, tokenizer = training.load_adapted_model(flags.model, flags.adapter, grpo.seed, device)
-    dataset, problems = training.grpo_rows(flags.data, flags.rollout, flags.reward, prompt, tokenizer, grpo.seed)
-    info = training.run_info(flags.concerns(), grpo, prompt, training.data_hash(dataset))
-    callbacks = []
-    if flags.validation.do_validate:
-        val_problems = training.validation_problems(flags.data.dataset, flags.validation, grpo.seed)
-        callbacks.append(training.validation_callback(tokenizer, val_problems, flags.validation, prompt, info,
-                                                       Path(grpo.output_dir), sampler))
-    trainer = training.grpo_trainer(model, tokenizer, reward, grpo, dataset, callbacks, info, sampler,
-                                     run.recompute_scoring)
-    if run.compare_before_after:
-        problems = training.comparison_problems(run, flags.data.dataset, problems, grpo.seed)
-        before = training.sample_training_problems(model, tokenizer, problems, run, grpo, prompt, reward, "before",
-                                                   sampler)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if run.compare_before_after and trainer.args.should_save:
-        after = training.sample_training_problems(trainer.model, tokenizer, problems, run, grpo, prompt, reward,
-                                                  "after", sampler)
-        training.print_before_after(before, after)
-    return training.save_final(trainer, info, export_lora=run.export_lora)
+    return training.run_grpo(training.parse_grpo_args(argv))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> Path:
     argv = sys.argv[1:] if argv is None else argv
     if arguments.wants_help(argv):  # without importing torch and TRL: under 2 s
         arguments.exit_with_help(arguments.SFT_CONCERNS, "train_sft.py", "train_sft.py [flags]", "SFTConfig", __doc__)
+    import modeling
     import sft
     import training
 
@@ -31,7 +32,9 @@ def main(argv: list[str] | None = None) -> Path:
     config, own = flags.config, flags.sft
     prompt = data.PromptSettings().overridden(flags.prompt)
     device = training.configure_device(config)
-    model, tokenizer = training.load_adapted_model(flags.model, flags.adapter, config.seed, device)
+    model, tokenizer, loaded = modeling.load_adapted_model(flags.model.model, not flags.model.no_quant, flags.adapter,
+                                                           seed=config.seed, device=device)
+    training.announce_adapter(loaded, device)
     problems = training.load_training_problems(flags.data.dataset, config.seed, flags.data.num_problems)
     examples = sft.build_examples(problems, tokenizer, config.max_length, own.solutions_per_problem, prompt)
     probe = examples[:own.loss_samples]

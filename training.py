@@ -148,29 +148,14 @@ def configure_device(trainer_args) -> str:
     return "cpu"
 
 
-def load_adapted_model(base: arguments.ModelArguments, adapter: arguments.AdapterArguments, seed: int,
-                       device: str):
-    """(base model with TinyLoRA applied, tokenizer); prints the trainable count. Failures raise data.UsageError."""
-    import modeling
-    import tinylora
-
-    try:
-        model, tokenizer = modeling.load_model(base.model, quant=not base.no_quant, device=device)
-        if adapter.adapter == "lora":
-            model = tinylora.apply_lora(model, rank=adapter.rank)
-        else:
-            model = tinylora.apply_tiny_lora(model, u=adapter.u, rank=adapter.rank, seed=seed, tie=adapter.tie)
-    except (OSError, ValueError) as err:  # a missing model, TinyLoraError
-        raise data.UsageError(str(err).splitlines()[0])
-    trainable = tinylora.count_trainable(model)
-    where = f"on {base.model} ({'bf16/fp32' if base.no_quant else 'NF4'}, {device})"
-    if adapter.adapter == "lora":
-        print(f"LoRA (the contrast): {trainable} trainable parameters (rank={adapter.rank}) {where}")
-        return model, tokenizer
-    expected = adapter.u * len(tinylora.tiny_lora_v(model))
-    assert trainable == expected, f"{trainable} trainable parameters, expected {expected}"
-    print(f"TinyLoRA: {trainable} trainable parameters (u={adapter.u}, tie={adapter.tie}, rank={adapter.rank}) {where}")
-    return model, tokenizer
+def announce_adapter(info: dict, device: str) -> None:
+    """One line saying what is trained, from modeling.load_adapted_model's info."""
+    where = f"on {info['name']} ({'NF4' if info['quant'] else 'bf16/fp32'}, {device})"
+    if "u" in info:
+        print(f"TinyLoRA: {info['parameters']} trainable parameters (u={info['u']}, tie={info['tie']}, "
+              f"rank={info['rank']}) {where}")
+    else:
+        print(f"LoRA (the contrast): {info['parameters']} trainable parameters (rank={info['rank']}) {where}")
 
 
 def load_training_problems(dataset: str, seed: int, max_samples: int | None = None) -> list[dict]:
@@ -478,8 +463,10 @@ def make_trainer_class():
 
 
 def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, callbacks: list, info: dict,
-                 sampler: sampling.SamplerSettings = sampling.SamplerSettings("exact"), recompute_scoring: bool = False):
-    """The GRPO trainer (batch sizes that num_generations does not divide raise data.UsageError with TRL's line)."""
+                 sampler: sampling.SamplerSettings = sampling.SamplerSettings("exact"), recompute_scoring: bool = False,
+                 trainer_class: type | None = None):
+    """The GRPO trainer, make_trainer_class()'s or `trainer_class` (a subclass of it); batch sizes that
+    num_generations does not divide raise data.UsageError with TRL's line."""
     import tinylora
 
     # TRL's generation reads `model.is_gradient_checkpointing` at every step (trl/models/utils.py), a property
@@ -487,9 +474,9 @@ def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, call
     warnings.filterwarnings("ignore", message=tinylora.CHECKPOINTING_DEPRECATION, category=FutureWarning,
                             module=r"transformers\.modeling_utils")
     try:
-        return make_trainer_class()(model=model, reward_funcs=[reward], args=grpo, train_dataset=dataset,
-                                    processing_class=tokenizer, callbacks=callbacks, run_info=info,
-                                    sampler=sampling.Sampler(sampler), recompute_scoring=recompute_scoring)
+        return (trainer_class or make_trainer_class())(
+            model=model, reward_funcs=[reward], args=grpo, train_dataset=dataset, processing_class=tokenizer,
+            callbacks=callbacks, run_info=info, sampler=sampling.Sampler(sampler), recompute_scoring=recompute_scoring)
     except ValueError as err:
         raise data.UsageError(str(err).splitlines()[0])
 
@@ -562,3 +549,60 @@ def print_before_after(before: dict, after: dict) -> None:
     import evaluation
 
     print(evaluation.format_comparison(before, after, evaluation.compare_runs(before, after)))
+
+
+# ------------------------------------------------------------------------------------------------ the pipeline
+class GrpoRun(NamedTuple):
+    """What setting up hands to training: the trainer, and what the before/after comparison and the save need."""
+
+    trainer: object  # make_trainer_class()'s trainer, or the subclass prepare_grpo was given
+    tokenizer: object
+    info: dict
+    prompt: data.PromptSettings
+    reward: utils.CodeReward
+    sampler: sampling.SamplerSettings
+    problems: list[dict]
+    resume_from: Path | None
+
+
+def prepare_grpo(flags: GrpoFlags, trainer_class: type | None = None) -> GrpoRun:
+    """Everything before the first step: device, reward, the base with a fresh adapter, the GRPO rows, validation and
+    the trainer. `trainer_class`, a subclass of make_trainer_class()'s, lets bench/bench_step.py time the very
+    trainer train_rl.py runs."""
+    import modeling
+
+    grpo, run = flags.grpo, flags.run
+    device = configure_device(grpo)
+    sampler, reward = sampler_settings(run, device), code_reward(flags.reward)
+    resume_from = resume_checkpoint(Path(grpo.output_dir)) if run.resume else None
+    model, tokenizer, loaded = modeling.load_adapted_model(flags.model.model, not flags.model.no_quant, flags.adapter,
+                                                           seed=grpo.seed, device=device)
+    announce_adapter(loaded, device)
+    prompt = data.PromptSettings().overridden(flags.prompt)
+    dataset, problems = grpo_rows(flags.data, flags.rollout, flags.reward, prompt, tokenizer, grpo.seed)
+    info = run_info(flags.concerns(), grpo, prompt, data_hash(dataset))
+    callbacks = []
+    if flags.validation.do_validate:
+        val_problems = validation_problems(flags.data.dataset, flags.validation, grpo.seed)
+        callbacks.append(validation_callback(tokenizer, val_problems, flags.validation, prompt, info,
+                                             Path(grpo.output_dir), sampler))
+    trainer = grpo_trainer(model, tokenizer, reward, grpo, dataset, callbacks, info, sampler, run.recompute_scoring,
+                           trainer_class=trainer_class)
+    return GrpoRun(trainer, tokenizer, info, prompt, reward, sampler, problems, resume_from)
+
+
+def run_grpo(flags: GrpoFlags) -> Path:
+    """train_rl.py's whole run: set up, sample before (--compare_before_after), train, sample after, save final."""
+    prepared, grpo, run = prepare_grpo(flags), flags.grpo, flags.run
+    trainer, tokenizer, prompt, reward, sampler = (prepared.trainer, prepared.tokenizer, prepared.prompt,
+                                                   prepared.reward, prepared.sampler)
+    if run.compare_before_after:
+        problems = comparison_problems(run, flags.data.dataset, prepared.problems, grpo.seed)
+        before = sample_training_problems(trainer.model, tokenizer, problems, run, grpo, prompt, reward, "before",
+                                          sampler)
+    trainer.train(resume_from_checkpoint=str(prepared.resume_from) if prepared.resume_from else None)
+    if run.compare_before_after and trainer.args.should_save:
+        after = sample_training_problems(trainer.model, tokenizer, problems, run, grpo, prompt, reward, "after",
+                                         sampler)
+        print_before_after(before, after)
+    return save_final(trainer, prepared.info, export_lora=run.export_lora)

@@ -1,9 +1,10 @@
 """One real GRPO step of train_rl.py, split into its parts: generation, log-prob passes, backward, judge, optimizer.
 
-It runs train_rl.py's pipeline in this process for one step (`profile_step`: the training functions its main()
-calls, in its order, with the real model, prompts and judge), in a trainer that records the step at three seams,
-none of which changes what runs:
-- the trainer is a subclass of the one `training.make_trainer_class()` builds (`profiled_trainer_class`): it times
+It runs train_rl.py's pipeline in this process for one step (`profile_step`: `training.prepare_grpo`, the set-up
+train_rl.py runs, with the real model, prompts and judge), in a trainer that records the step at three seams, none
+of which changes what runs:
+- the trainer is a subclass of the one `training.make_trainer_class()` builds (`profiled_trainer_class`, handed to
+  prepare_grpo's `trainer_class` hook): it times
   generation, the reward (the judge), every log-prob pass and `compute_loss` around the methods it inherits, and
   counts the minor page faults inside each (first touches of fresh memory, which cost several microseconds each in
   a VM);
@@ -135,26 +136,13 @@ def profiled_trainer_class(record: StepRecord) -> type:
 
 
 def profile_step(argv: list[str]) -> StepRecord:
-    """`python train_rl.py ARGV` in this process, in the profiled trainer: the training functions train_rl.py's main()
-    calls, in its order, up to training (validation, the before/after comparison and the final save are not part of
-    a step)."""
-    import data
-    import sampling
+    """`python train_rl.py ARGV` in this process, in the profiled trainer: train_rl.py's own set-up
+    (training.prepare_grpo) and training (validation, the before/after comparison and the final save are not part
+    of a step)."""
     import training
 
-    flags = training.parse_grpo_args(argv)
-    grpo = flags.grpo
-    prompt, reward = data.PromptSettings().overridden(flags.prompt), training.code_reward(flags.reward)
-    device = training.configure_device(grpo)
-    sampler = sampling.Sampler(training.sampler_settings(flags.run, device))
-    model, tokenizer = training.load_adapted_model(flags.model, flags.adapter, grpo.seed, device)
-    dataset, _ = training.grpo_rows(flags.data, flags.rollout, flags.reward, prompt, tokenizer, grpo.seed)
-    info = training.run_info(flags.concerns(), grpo, prompt, training.data_hash(dataset))
     record = StepRecord()
-    trainer = profiled_trainer_class(record)(
-        model=model, reward_funcs=[reward], args=grpo, train_dataset=dataset, processing_class=tokenizer,
-        run_info=info, sampler=sampler, recompute_scoring=flags.run.recompute_scoring)
-    trainer.train()
+    training.prepare_grpo(training.parse_grpo_args(argv), trainer_class=profiled_trainer_class(record)).trainer.train()
     return record
 
 

