@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import logging
 import random
@@ -46,7 +47,7 @@ class UsageError(ValueError):
     notebook, a sweep or a test can catch it."""
 
 
-class DataMissingError(FileNotFoundError):
+class DataMissingError(UsageError):
     """A dataset file is absent; the message names the command that creates it."""
 
 
@@ -57,23 +58,27 @@ class DataMissingError(FileNotFoundError):
 def dataset_file(name: str, split: str) -> Path:
     """Where `name`'s `split` lives on disk (data/<name>/<split>.jsonl)."""
     if split not in SPLITS[name]:
-        raise ValueError(f"dataset {name!r} has no split {split!r}; choose one of {', '.join(SPLITS[name])}")
+        raise UsageError(f"dataset {name!r} has no split {split!r}; choose one of {', '.join(SPLITS[name])}")
     return DATA_DIR / name / f"{split}.jsonl"
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Read problem records, refusing any without tests: a silent test-less problem gives reward 0 forever."""
+    """Read problem records, refusing any without tests: a silent test-less problem gives reward 0 forever. A file
+    that cannot be read as problems raises UsageError with the line at fault."""
     problems = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            problem = json.loads(line)
+            try:
+                problem = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UsageError(f"{path}:{lineno}: not a JSON problem record ({err.msg})") from None
             missing = [k for k in REQUIRED_KEYS if k not in problem]
             if missing:
-                raise ValueError(f"{path}:{lineno}: problem record lacks {', '.join(missing)}")
+                raise UsageError(f"{path}:{lineno}: problem record lacks {', '.join(missing)}")
             if not all_tests(problem):
-                raise ValueError(f"{path}:{lineno}: problem {problem['id']} has no tests")
+                raise UsageError(f"{path}:{lineno}: problem {problem['id']} has no tests")
             problems.append(problem)
     return problems
 
@@ -81,7 +86,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def load_problems(name_or_path: str, split: str = "train", max_samples: int | None = None,
                   seed: int = 42) -> list[dict]:
     """Problems of a dataset split ("sample" | "code_contests" | "deepcoder") or a .jsonl file, shuffled with
-    `seed` and cut to `max_samples`, so every script sees the same subset for the same arguments."""
+    `seed` and cut to `max_samples`, so every script sees the same subset for the same arguments. Whatever keeps
+    them from loading (an unknown name or split, a missing or malformed file) is a UsageError naming the mend."""
     if name_or_path in DATASETS:
         path = dataset_file(name_or_path, split)
         if not path.exists():
@@ -90,12 +96,20 @@ def load_problems(name_or_path: str, split: str = "train", max_samples: int | No
     else:
         path = Path(name_or_path)
         if path.suffix != ".jsonl":
-            raise ValueError(f"unknown dataset {name_or_path!r}: use one of {', '.join(DATASETS)} or a .jsonl path")
+            raise UsageError(f"unknown dataset {name_or_path!r}: use one of {', '.join(DATASETS)} or a .jsonl path")
         if not path.exists():
             raise DataMissingError(f"{path} not found")
     problems = read_jsonl(path)
     random.Random(seed).shuffle(problems)
     return problems if max_samples is None else problems[:max_samples]
+
+
+def rows_fingerprint(rows) -> str:
+    """sha256 of exactly what is trained on (each row's id, prompt and tests), for checkpoint manifests."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps([row["id"], row["prompt"], row["tests"]], sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def all_tests(problem: dict) -> list[dict]:

@@ -287,6 +287,17 @@ def load_adapted_model(name: str, quant: bool, adapter: AdapterArguments | str |
             info.update(u=config.u, tie=model.tinylora_tie.mode)
     return model, tokenizer, info
 
+
+def describe_loaded(info: dict, device: str) -> str:
+    """One line saying what load_adapted_model loaded and what it trains, for the training scripts' console."""
+    where = f"on {info['name']} ({'NF4' if info['quant'] else 'bf16/fp32'}, {device})"
+    if "u" in info:
+        return (f"TinyLoRA: {info['parameters']} trainable parameters (u={info['u']}, tie={info['tie']}, "
+                f"rank={info['rank']}) {where}")
+    if "rank" in info:
+        return f"LoRA (the contrast): {info['parameters']} trainable parameters (rank={info['rank']}) {where}"
+    return f"the bare base {where}"
+
 # --------------------------------------------------------------------------------- the warm-started tiny coder
 TINY_CODER = "tiny-coder"
 # The eight shipped *train* problems with the shortest prompt + solution (never test problems).

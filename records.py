@@ -1,5 +1,6 @@
-"""Experiment records a rerun can resume from: a CSV appended one flushed row at a time, the settings a
-directory was made with (refusing to mix others into it).
+"""What a run leaves behind to be read later: what every checkpoint and adapter records of the run that made it
+(`run_info`), the run's metrics.jsonl, and experiment records a rerun can resume from: a CSV appended one flushed row
+at a time, the settings a directory was made with (refusing to mix others into it).
 
 sweep.py (one row per cell) and loss_surface.py (one row per grid point) both resume this way; a script never
 imports another, so what they share lives here.
@@ -7,12 +8,43 @@ imports another, so what they share lives here.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import data
+
+ROOT = Path(__file__).resolve().parent
+METRICS_FILE = "metrics.jsonl"  # every log of a training run, one JSON object per line, written as it happens
+
+
+def git_commit() -> str:
+    """The checkout's commit, so a saved adapter names the code that trained it ("unknown" outside git)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def run_info(concerns: tuple, trainer_args, prompt: data.PromptSettings, data_digest: str, **extra) -> dict:
+    """What every checkpoint manifest and saved adapter records: every flag of every concern (one flat "config",
+    as sweep.py and older adapters read it), TRL's config, commit, seeds, data and the prompt (test.py and
+    validate.py ask the adapter with that prompt by default)."""
+    kind = "grpo" if "GRPO" in type(trainer_args).__name__ else "sft"
+    config = {key: value for concern in concerns for key, value in dataclasses.asdict(concern).items()}
+    return {**extra, "config": {**config, kind: trainer_args.to_dict()}, "commit": git_commit(),
+            "seeds": {"seed": trainer_args.seed, "projection_seed": trainer_args.seed}, "data_hash": data_digest,
+            "prompt": prompt.to_dict()}
+
+
+def append_metrics(output_dir: Path, entry: dict) -> None:
+    """One line of OUTPUT_DIR/metrics.jsonl (the main process's logs and validations, in the order they happen)."""
+    with open(output_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
 
 
 def read_rows(path: Path) -> list[dict]:

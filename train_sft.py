@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> Path:
     if arguments.wants_help(argv):  # without importing torch and TRL: under 2 s
         arguments.exit_with_help(arguments.SFT_CONCERNS, "train_sft.py", "train_sft.py [flags]", "SFTConfig", __doc__)
     import modeling
+    import records
     import sft
     import training
 
@@ -34,8 +35,8 @@ def main(argv: list[str] | None = None) -> Path:
     device = training.configure_device(config)
     model, tokenizer, loaded = modeling.load_adapted_model(flags.model.model, not flags.model.no_quant, flags.adapter,
                                                            seed=config.seed, device=device)
-    training.announce_adapter(loaded, device)
-    problems = training.load_training_problems(flags.data.dataset, config.seed, flags.data.num_problems)
+    print(modeling.describe_loaded(loaded, device))
+    problems = data.load_problems(flags.data.dataset, "train", flags.data.num_problems, config.seed)
     examples = sft.build_examples(problems, tokenizer, config.max_length, own.solutions_per_problem, prompt)
     probe = examples[:own.loss_samples]
     loss_before = sft.sft_loss(model, probe, config.per_device_eval_batch_size)
@@ -43,8 +44,8 @@ def main(argv: list[str] | None = None) -> Path:
     trainer.train()
     loss_after = sft.sft_loss(trainer.model, probe, config.per_device_eval_batch_size)
     print(f"SFT loss on {len(probe)} training examples: {loss_before:.4f} -> {loss_after:.4f}")
-    info = training.run_info(flags.concerns(), config, prompt, sft.examples_hash(examples), method="sft",
-                             sft_loss={"before": loss_before, "after": loss_after})
+    info = records.run_info(flags.concerns(), config, prompt, sft.examples_hash(examples), method="sft",
+                            sft_loss={"before": loss_before, "after": loss_after})
     return training.save_final(trainer, info)
 
 

@@ -8,10 +8,8 @@ atomically with a sha256 manifest; `--resume` continues from the newest complete
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import NamedTuple
 import arguments
 import data
 import paths
+import records
 import sampling
 import scoring
 import utils
@@ -148,31 +147,13 @@ def configure_device(trainer_args) -> str:
     return "cpu"
 
 
-def announce_adapter(info: dict, device: str) -> None:
-    """One line saying what is trained, from modeling.load_adapted_model's info."""
-    where = f"on {info['name']} ({'NF4' if info['quant'] else 'bf16/fp32'}, {device})"
-    if "u" in info:
-        print(f"TinyLoRA: {info['parameters']} trainable parameters (u={info['u']}, tie={info['tie']}, "
-              f"rank={info['rank']}) {where}")
-    else:
-        print(f"LoRA (the contrast): {info['parameters']} trainable parameters (rank={info['rank']}) {where}")
-
-
-def load_training_problems(dataset: str, seed: int, max_samples: int | None = None) -> list[dict]:
-    """The train split of --dataset (or the .jsonl file), or a data.UsageError naming what is missing."""
-    try:
-        return data.load_problems(dataset, "train", max_samples, seed)
-    except (OSError, ValueError) as err:
-        raise data.UsageError(str(err).splitlines()[0])
-
-
 # ------------------------------------------------------------------------------------------------- GRPO data
 def grpo_rows(chosen: arguments.DataArguments, rollout: arguments.RolloutArguments, reward: arguments.RewardArguments,
               prompt: data.PromptSettings, tokenizer, seed: int):
     """(GRPO dataset, its problems): the chat prompt plus the test columns the reward function needs."""
     from datasets import Dataset
 
-    problems = load_training_problems(chosen.dataset, seed, None if rollout.problem_ids else chosen.num_problems)
+    problems = data.load_problems(chosen.dataset, "train", None if rollout.problem_ids else chosen.num_problems, seed)
     if rollout.problem_ids:
         wanted = rollout.problem_ids.split(",")
         missing = sorted(set(wanted) - {p["id"] for p in problems})
@@ -197,42 +178,7 @@ def grpo_rows(chosen: arguments.DataArguments, rollout: arguments.RolloutArgumen
     return Dataset.from_list(rows), [p for p in problems if p["id"] in kept]
 
 
-def data_hash(rows) -> str:
-    """Fingerprint of exactly what was trained on (ids, prompts, tests), for the checkpoint manifest."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps([row["id"], row["prompt"], row["tests"]], sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def validation_problems(dataset: str, validation: arguments.ValidationArguments, seed: int) -> list[dict]:
-    """Held-out problems of the training dataset, on validate.py's split (valid where it exists, else test)."""
-    try:
-        return data.load_problems(dataset, data.validation_split(dataset), validation.val_num_problems, seed)
-    except (OSError, ValueError) as err:
-        raise data.UsageError(str(err).splitlines()[0])
-
-
-# ------------------------------------------------------------------------------------------- run records
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def run_info(concerns: tuple, trainer_args, prompt: data.PromptSettings, data_digest: str, **extra) -> dict:
-    """What every checkpoint manifest and saved adapter records: every flag of every concern (one flat "config",
-    as sweep.py and older adapters read it), TRL's config, commit, seeds, data and the prompt (test.py and
-    validate.py ask the adapter with that prompt by default)."""
-    kind = "grpo" if "GRPO" in type(trainer_args).__name__ else "sft"
-    config = {key: value for concern in concerns for key, value in dataclasses.asdict(concern).items()}
-    return {**extra, "config": {**config, kind: trainer_args.to_dict()}, "commit": git_commit(),
-            "seeds": {"seed": trainer_args.seed, "projection_seed": trainer_args.seed}, "data_hash": data_digest,
-            "prompt": prompt.to_dict()}
-
-
+# ------------------------------------------------------------------------------------------- the final adapter
 def save_final(trainer, info: dict, export_lora: bool = False) -> Path:
     """The trained adapter in OUTPUT_DIR/final (atomically, on the main process), with `info` in its metadata;
     with `export_lora` also as the exact rank-r PEFT LoRA any LoRA runtime serves (OUTPUT_DIR/final_lora)."""
@@ -297,19 +243,12 @@ def resume_checkpoint(output_dir: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- what a run shows
-METRICS_FILE = "metrics.jsonl"  # every log of the run, one JSON object per line, written as it happens
 CURVES_FILE = "curves.png"  # reward and judge rates by step, drawn at the end
 
 
 def _shown(logs: dict, key: str, spec: str) -> str:
     value = logs.get(key)
     return "-" if value is None else format(value, spec)
-
-
-def append_metrics(output_dir: Path, entry: dict) -> None:
-    """One line of OUTPUT_DIR/metrics.jsonl (the main process's logs and validations, in the order they happen)."""
-    with open(output_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
 
 
 def step_line(step: int, max_steps: int, logs: dict) -> str:
@@ -345,7 +284,7 @@ def run_log_callbacks(trainer) -> None:
 
     class RunLog(TrainerCallback):
         def __init__(self, output_dir: Path):
-            self.output_dir, self.metrics = output_dir, output_dir / METRICS_FILE
+            self.output_dir, self.metrics = output_dir, output_dir / records.METRICS_FILE
 
         def on_train_begin(self, args, state, control, **kwargs):
             """A fresh run starts the file; a resumed one keeps what came before its checkpoint."""
@@ -357,7 +296,7 @@ def run_log_callbacks(trainer) -> None:
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero:
-                append_metrics(self.output_dir, {"step": state.global_step, **logs})
+                records.append_metrics(self.output_dir, {"step": state.global_step, **logs})
 
         def on_train_end(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
@@ -503,7 +442,7 @@ def validation_callback(tokenizer, val_problems: list[dict], validation: argumen
             metrics = {f"val/{k}": summary[k] for k in ("pass@1", "compile_rate", "avg_reward") if k in summary}
             print(f"validation @ step {state.global_step}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
             state.log_history.append({**metrics, "step": state.global_step})
-            append_metrics(output_dir, {"step": state.global_step, **metrics})
+            records.append_metrics(output_dir, {"step": state.global_step, **metrics})
             score = (summary.get("pass@1", 0.0), summary.get("avg_reward", 0.0))
             if self.best is None or score > self.best:
                 self.best = score
@@ -511,17 +450,6 @@ def validation_callback(tokenizer, val_problems: list[dict], validation: argumen
                 tinylora.save_tiny_lora(model, output_dir / "best", extra_meta=meta)
 
     return ValidationCallback()
-
-
-def comparison_problems(run: arguments.RunArguments, dataset: str, training_problems: list[dict],
-                        seed: int) -> list[dict]:
-    """The problems --compare_before_after samples: the training problems, or the dataset's held-out test split."""
-    if run.compare_split == "train":
-        return training_problems
-    try:
-        return data.load_problems(dataset, "test", None, seed)
-    except (OSError, ValueError) as err:
-        raise data.UsageError(str(err).splitlines()[0]) from None
 
 
 def sample_training_problems(model, tokenizer, problems: list[dict], run: arguments.RunArguments, grpo,
@@ -577,13 +505,14 @@ def prepare_grpo(flags: GrpoFlags, trainer_class: type | None = None) -> GrpoRun
     resume_from = resume_checkpoint(Path(grpo.output_dir)) if run.resume else None
     model, tokenizer, loaded = modeling.load_adapted_model(flags.model.model, not flags.model.no_quant, flags.adapter,
                                                            seed=grpo.seed, device=device)
-    announce_adapter(loaded, device)
+    print(modeling.describe_loaded(loaded, device))
     prompt = data.PromptSettings().overridden(flags.prompt)
     dataset, problems = grpo_rows(flags.data, flags.rollout, flags.reward, prompt, tokenizer, grpo.seed)
-    info = run_info(flags.concerns(), grpo, prompt, data_hash(dataset))
+    info = records.run_info(flags.concerns(), grpo, prompt, data.rows_fingerprint(dataset))
     callbacks = []
     if flags.validation.do_validate:
-        val_problems = validation_problems(flags.data.dataset, flags.validation, grpo.seed)
+        val_problems = data.load_problems(flags.data.dataset, data.validation_split(flags.data.dataset),
+                                          flags.validation.val_num_problems, grpo.seed)
         callbacks.append(validation_callback(tokenizer, val_problems, flags.validation, prompt, info,
                                              Path(grpo.output_dir), sampler))
     trainer = grpo_trainer(model, tokenizer, reward, grpo, dataset, callbacks, info, sampler, run.recompute_scoring,
@@ -597,7 +526,8 @@ def run_grpo(flags: GrpoFlags) -> Path:
     trainer, tokenizer, prompt, reward, sampler = (prepared.trainer, prepared.tokenizer, prepared.prompt,
                                                    prepared.reward, prepared.sampler)
     if run.compare_before_after:
-        problems = comparison_problems(run, flags.data.dataset, prepared.problems, grpo.seed)
+        problems = prepared.problems if run.compare_split == "train" else \
+            data.load_problems(flags.data.dataset, "test", None, grpo.seed)  # held out: --compare_split test
         before = sample_training_problems(trainer.model, tokenizer, problems, run, grpo, prompt, reward, "before",
                                           sampler)
     trainer.train(resume_from_checkpoint=str(prepared.resume_from) if prepared.resume_from else None)

@@ -158,6 +158,8 @@ def test_one_loader_builds_a_fresh_adapter_or_reads_a_saved_one(tmp_path):
         {k: info[k] for k in ("adapter_type", "rank", "parameters", "u", "tie")}
     assert read["adapter"] == str(tmp_path / "adapter") and read["meta"]["note"] == "saved"
     assert torch.equal(tinylora.trained_vector(saved), tinylora.trained_vector(fresh))
+    assert modeling.describe_loaded(info, "cpu") == \
+        f"TinyLoRA: {8 * layers} trainable parameters (u=8, tie=layer, rank=3) on tiny (bf16/fp32, cpu)"
     bare, _, plain = modeling.load_adapted_model("tiny", quant=False, adapter=None)
     assert plain == {"name": "tiny", "quant": False, "adapter": None} and not hasattr(bare, "peft_config")
 

@@ -18,6 +18,7 @@ from conftest import is_png, load_script
 import data
 import evaluation
 import modeling
+import records
 import tinylora
 import train_rl
 import training
@@ -46,7 +47,7 @@ def frozen_factors(adapter: Path) -> dict[str, torch.Tensor]:
 
 
 def metrics(output_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (output_dir / training.METRICS_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (output_dir / records.METRICS_FILE).read_text().splitlines()]
 
 
 @pytest.mark.parametrize("quant", [False, True], ids=["fp32", "nf4"])
