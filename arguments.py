@@ -7,18 +7,22 @@ need a flag's vocabulary (the sampler kinds, the default model) import it from h
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
+from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import NoReturn, get_type_hints
+from typing import NamedTuple, NoReturn, get_type_hints
 
-import data
+import errors
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-3B-Instruct"
 SAMPLER_WEIGHTS = ("int8", "exact")
 ADAPTERS = ("tinylora", "lora")
 COMPARE_SPLITS = ("train", "test")
 TEST_SELECTIONS = ("first", "longest")
+# data.DATASETS by name (this module stays below data.py; tests/test_flags.py checks that the two agree)
+DATASET_HELP = "sample | code_contests | deepcoder | a problems .jsonl file"
 MODEL_HELP = "hub id, local dir, FILE.gguf, or an offline alias: qwen2.5-coder-0.5b/-1.5b, smollm2, tiny, tiny-coder"
 
 
@@ -46,7 +50,7 @@ class DataArguments:
     """Which problems are trained on."""
 
     dataset: str = field(default="code_contests",
-                         metadata={"help": "code_contests | deepcoder | sample | a problems .jsonl file"})
+                         metadata={"help": DATASET_HELP})
     train_data: str | None = field(default=None, metadata={"help": "the seed's spelling of --dataset FILE.jsonl"})
     num_problems: int = field(default=2000, metadata={"help": "training problems to sample (positional MAX_SAMPLES)"})
 
@@ -127,7 +131,7 @@ def trl_parser(dataclass_types: tuple, prog: str, usage: str | None = None):
     """TRL's parser over our concerns and TRL's config (TRL is imported here, not with this module), spelling flags
     as every other script does: a bool of our own concerns is a plain switch (`--no_quant`), where TRL's parser
     makes it take an optional value (`--no_quant [NO_QUANT]`, which swallows the word after it), and retired
-    spellings (data.RETIRED_FLAGS) parse, as flags and as YAML keys, as the flags they became. TRL's own bools keep
+    spellings (RETIRED_FLAGS) parse, as flags and as YAML keys, as the flags they became. TRL's own bools keep
     TRL's convention (`--bf16 false`), and a YAML key (`no_quant: true`) sets either kind."""
     from trl import TrlParser
 
@@ -146,33 +150,142 @@ def trl_parser(dataclass_types: tuple, prog: str, usage: str | None = None):
 
         def set_defaults_with_config(self, **values) -> list[str]:
             known = {action.dest for action in self._actions}
-            return super().set_defaults_with_config(**data.canonical_keys(values, known, "the --config file"))
+            return super().set_defaults_with_config(**canonical_keys(values, known, "the --config file"))
 
     parser = Parser(dataclass_types, prog=prog, usage=usage)
-    data.add_retired_flags(parser, hyphens=True)
+    add_retired_flags(parser, hyphens=True)
     return parser
 
 
 def parse_with_trl(dataclass_types: tuple, argv: list[str], prog: str, usage: str | None = None,
                    defaults: dict | None = None):
     """Our concerns and TRL's config from flags and YAML (`trl_parser`): a missing --config file or a value TRL
-    refuses raises data.UsageError. `--train_data PATH` becomes `--dataset PATH`."""
+    refuses raises errors.UsageError. `--train_data PATH` becomes `--dataset PATH`."""
     parser = trl_parser(dataclass_types, prog, usage)
     parser.set_defaults(**(defaults or {}))
     config = argv[argv.index("--config") + 1:][:1] if "--config" in argv else []
     if "--config" in argv and not (config and Path(config[0]).is_file()):
-        raise data.UsageError(f"config file {config[0] if config else '(none given)'} not found")
+        raise errors.UsageError(f"config file {config[0] if config else '(none given)'} not found")
     try:
         with warnings.catch_warnings():  # TRL's configs still set the old name transformers 5 deprecated, not the user
             warnings.filterwarnings("ignore", message=r"`gradient_checkpointing` is deprecated", category=FutureWarning)
             parsed = parser.parse_args_and_config(argv)
     except ValueError as err:  # TRL/transformers validate their own fields
-        raise data.UsageError(str(err).splitlines()[0])
+        raise errors.UsageError(str(err).splitlines()[0])
     for chosen in parsed:
         if isinstance(chosen, DataArguments) and chosen.train_data:
             chosen.dataset, chosen.train_data = chosen.train_data, None
     return parsed
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# The training scripts' flags: our concerns beside TRL's config
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"  # the GPU recipe
+CPU_CONFIG = ROOT / "configs" / "tiny_cpu.yaml"  # the default where no GPU is found: short, offline-sized runs
+GRPO_USAGE = "train_rl.py [U] [MAX_SAMPLES] [flags]"
+
+
+class GrpoFlags(NamedTuple):
+    """train_rl.py's flags by concern, and TRL's config: main() hands each function only the concerns it needs."""
+
+    model: ModelArguments
+    adapter: AdapterArguments
+    data: DataArguments
+    prompt: PromptArguments
+    rollout: RolloutArguments
+    reward: RewardArguments
+    validation: ValidationArguments
+    run: RunArguments
+    grpo: object  # trl.GRPOConfig (TRL is imported when parsing, not with this module)
+
+    def concerns(self) -> tuple:
+        """Our dataclasses, without TRL's config: what run_info records flag by flag."""
+        return tuple(self)[:-1]
+
+
+def split_positionals(argv: list[str], default_config: Path | None = None) -> list[str]:
+    """`32 2000 --flags` -> `--u 32 --num_problems 2000 --flags`; adds the default config unless one is named
+    (configs/default.yaml with a GPU, configs/tiny_cpu.yaml without)."""
+    import torch
+
+    names, rest = ["--u", "--num_problems"], list(argv)
+    flags: list[str] = []
+    while rest and names and not rest[0].startswith("-"):
+        flags += [names.pop(0), rest.pop(0)]
+    if "--config" not in rest and not any(a in ("-h", "--help") for a in rest):
+        flags += ["--config", str(default_config or (DEFAULT_CONFIG if torch.cuda.is_available() else CPU_CONFIG))]
+    return flags + rest
+
+
+def parse_grpo_args(argv: list[str] | None = None) -> GrpoFlags:
+    """train_rl.py's flags by concern and TRL's GRPOConfig, from `U MAX_SAMPLES`, flags and YAML; contradictions
+    raise errors.UsageError."""
+    from trl import GRPOConfig
+
+    argv = split_positionals(sys.argv[1:] if argv is None else argv)
+    flags = GrpoFlags(*parse_with_trl((*GRPO_CONCERNS, GRPOConfig), argv, "train_rl.py", GRPO_USAGE))
+    adapter, dataset, validation, run = flags.adapter, flags.data.dataset, flags.validation, flags.run
+    if adapter.u < 1 or flags.data.num_problems < 1 or adapter.rank < 1:
+        raise errors.UsageError("U, MAX_SAMPLES and --rank must be positive integers")
+    if validation.do_validate and (validation.val_num_problems < 1 or validation.val_steps < 1):
+        raise errors.UsageError("--do_validate needs --val_num_problems >= 1 and --val_steps >= 1")
+    if validation.do_validate and dataset.endswith(".jsonl"):
+        raise errors.UsageError("--do_validate needs a named --dataset to hold problems out of, not a .jsonl file")
+    if flags.reward.test_selection not in TEST_SELECTIONS:
+        raise errors.UsageError(f"--test_selection is {'|'.join(TEST_SELECTIONS)}")
+    if run.sampler not in (None, *SAMPLER_WEIGHTS):
+        raise errors.UsageError(f"--sampler is {'|'.join(SAMPLER_WEIGHTS)}")
+    if adapter.adapter not in ADAPTERS:
+        raise errors.UsageError(f"--adapter is {'|'.join(ADAPTERS)}")
+    if adapter.adapter == "lora" and run.export_lora:
+        raise errors.UsageError("--export_lora writes TinyLoRA as a LoRA; --adapter lora already saves one")
+    if run.compare_split not in COMPARE_SPLITS:
+        raise errors.UsageError(f"--compare_split is {'|'.join(COMPARE_SPLITS)}")
+    if run.compare_split == "test" and dataset.endswith(".jsonl"):
+        raise errors.UsageError("--compare_split test needs a named --dataset with a test split, not a .jsonl file")
+    return flags
+
+
+# SFTConfig defaults we change: the GRPO recipe's batch and learning rate (configs/default.yaml), one epoch, so the
+# two runs differ in the objective only; no TRL checkpoints (the final adapter is saved atomically instead).
+SFT_DEFAULTS = dict(output_dir="output/train_sft", learning_rate=1e-5, per_device_train_batch_size=4,
+                    gradient_accumulation_steps=8, num_train_epochs=1, logging_steps=1, save_strategy="no",
+                    report_to="none", gradient_checkpointing=False, seed=42)
+
+
+class SftFlags(NamedTuple):
+    """train_sft.py's flags by concern (train_rl.py's model, adapter, data and prompt concerns plus SFT's own) and
+    TRL's SFTConfig."""
+
+    model: ModelArguments
+    adapter: AdapterArguments
+    data: DataArguments
+    prompt: PromptArguments
+    sft: SftArguments
+    config: object  # trl.SFTConfig
+
+    def concerns(self) -> tuple:
+        return tuple(self)[:-1]
+
+
+def parse_sft_args(argv: list[str] | None = None) -> SftFlags:
+    """train_sft.py's flags and TRL's SFTConfig from flags and YAML; bad values raise errors.UsageError."""
+    import torch
+    from trl import SFTConfig
+
+    # SFTConfig defaults to bf16, which it refuses on a CPU before configure_device could switch it off.
+    flags = SftFlags(*parse_with_trl((*SFT_CONCERNS, SFTConfig),
+                                               sys.argv[1:] if argv is None else argv, "train_sft.py",
+                                               defaults={**SFT_DEFAULTS, "bf16": torch.cuda.is_available()}))
+    adapter, own = flags.adapter, flags.sft
+    if min(adapter.u, flags.data.num_problems, adapter.rank, own.solutions_per_problem, own.loss_samples) < 1:
+        raise errors.UsageError("--u, --num_problems, --rank, --solutions_per_problem and --loss_samples must be "
+                              "positive")
+    if adapter.adapter != "tinylora":
+        raise errors.UsageError("train_sft.py trains TinyLoRA's v (the SFT side of the RL-against-SFT contrast); "
+                              "--adapter lora is train_rl.py's")
+    return flags
 
 def wants_help(argv: list[str]) -> bool:
     return any(a in ("-h", "--help") for a in argv)
@@ -196,11 +309,11 @@ def exit_with_help(concerns: tuple[type, ...], prog: str, usage: str, trl_config
     parser.exit()  # 0, as argparse's own --help
 
 
-def evaluation_parser(description: str | None) -> data.ArgumentParser:
+def evaluation_parser(description: str | None) -> errors.ArgumentParser:
     """Flags every evaluation script takes (the script adds how it picks the model and the problems)."""
-    p = data.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = errors.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="code_contests",
-                   help=f"{' | '.join(data.DATASETS)} | a problems .jsonl file (default %(default)s)")
+                   help=f"{DATASET_HELP} (default %(default)s)")
     p.add_argument("--test_data", dest="dataset", help=argparse.SUPPRESS)  # the seed's spelling of --dataset PATH
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"base model: {MODEL_HELP}")
     p.add_argument("--no_quant", action="store_true", help="bf16 (fp32 on CPU) instead of NF4 4-bit")
@@ -219,7 +332,77 @@ def evaluation_parser(description: str | None) -> data.ArgumentParser:
                    help="skip longer prompts (default: context - max_completion_length)")
     p.add_argument("--max_tests", type=int, default=0, help="tests judged per problem, 0 = all (default)")
     p.add_argument("--time_limit", type=float, help="seconds per test (default: the judge's, 2)")
-    data.add_prompt_flags(p, unset="the adapter's own, else data.py's default")
+    add_prompt_flags(p, unset="the adapter's own, else data.py's default")
     p.add_argument("--output_dir", help="where results.jsonl and summary.json go (default output/<script>/<time>-"
                                         "<label>); with --compare, where compare.png goes (default: beside B)")
     return p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The scripts' command-line plumbing: prompt flags, retired spellings, YAML configs
+
+
+def add_prompt_flags(parser: argparse.ArgumentParser, unset: str = "data.py's default") -> None:
+    """--system_prompt, --instruction and --show_examples/--no-show_examples, each None when not given, so that
+    PromptSettings.overridden replaces only what the user said (`unset` says what applies otherwise)."""
+    parser.add_argument("--system_prompt", help=f"the system message (default: {unset})")
+    parser.add_argument("--instruction", help=f"the text before the statement (default: {unset})")
+    parser.add_argument("--show_examples", action=argparse.BooleanOptionalAction,
+                        help=f"put the public tests in the prompt (default: {unset}, which is no)")
+
+
+# Issue #33: one flag name per notion in every script. A retired spelling still parses (and is still read as a YAML
+# key) wherever its notion's flag exists, but --help shows only the flag it became.
+RETIRED_FLAGS = {"max_samples": "num_problems", "num_samples": "num_problems", "problems": "num_problems",
+                 "val_samples": "val_num_problems", "eval_samples": "n", "max_new_tokens": "max_completion_length",
+                 "val_max_new_tokens": "val_max_completion_length"}
+
+
+def add_retired_flags(parser: argparse.ArgumentParser, hyphens: bool = False) -> None:
+    """Each retired spelling of a flag `parser` has, as a hidden flag of the same destination and type; with
+    `hyphens` also spelled with hyphens (`--max-samples`), as TRL's parser spells every flag too."""
+    for old, new in RETIRED_FLAGS.items():
+        for action in [a for a in parser._actions if f"--{new}" in a.option_strings]:
+            hidden = dict.fromkeys([f"--{old}", *([f"--{old.replace('_', '-')}"] if hyphens else [])])
+            parser.add_argument(*hidden, dest=action.dest, type=action.type, default=argparse.SUPPRESS,
+                                help=argparse.SUPPRESS)
+
+
+def canonical_keys(values: dict, known: Iterable[str], source: str) -> dict:
+    """YAML keys (flag names) with each retired spelling of a `known` flag renamed to that flag; a errors.UsageError when
+    `source` gives one flag under two names."""
+    known, renamed, given = set(known), {}, {}
+    for key, value in values.items():
+        name = RETIRED_FLAGS[key] if RETIRED_FLAGS.get(key) in known else key
+        if name in renamed:
+            raise errors.UsageError(f"{source} gives {name} twice, as {given[name]} and as {key}")
+        renamed[name], given[name] = value, key
+    return renamed
+
+
+def canonical_flags(argv: list[str]) -> list[str]:
+    """`argv` with each retired flag spelled as the flag it became (`--max_samples 8` -> `--num_problems 8`)."""
+    return [f"--{RETIRED_FLAGS[word[2:]]}" if word.startswith("--") and word[2:] in RETIRED_FLAGS else word
+            for word in argv]
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse flags, taking defaults from `--config FILE.yaml` (keys are flag names); explicit flags win. Retired
+    spellings parse as the flags they became (`add_retired_flags`)."""
+    import yaml
+
+    parser.add_argument("--config", help="YAML file whose keys are flag names (flags given here override it)")
+    add_retired_flags(parser)
+    args = parser.parse_args(argv)
+    if args.config:
+        try:
+            values = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise errors.UsageError(f"cannot read config {args.config}: {e}") from e
+        values = canonical_keys(values, vars(args), args.config)
+        unknown = sorted(set(values) - set(vars(args)))
+        if unknown:
+            raise errors.UsageError(f"unknown keys in {args.config}: {', '.join(unknown)}")
+        parser.set_defaults(**values)
+        args = parser.parse_args(argv)
+    return args

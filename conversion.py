@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import data
+import errors
 from paths import replaced_atomically
 
 # What the judge can check is read from the statement. Measured on hand-labelled real statements
@@ -210,7 +211,7 @@ def convert_split(rows: Iterable, convert: Callable[[object, int], tuple[dict, i
         stats = convert_rows(rows, convert, out_path, desc=label.split(" ")[0],
                              exclude_keys=held_out if split == "train" else frozenset(), stats=stats)
     except OSError as e:  # missing files, hub unreachable
-        raise data.UsageError(f"{split}: {e}") from e
+        raise errors.UsageError(f"{split}: {e}") from e
     print(stats.report(f"{label} -> {out_path}"))
 
 

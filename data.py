@@ -1,23 +1,19 @@
-"""One problem record for every script: loading it and prompting with it, plus the command-line plumbing the
-scripts share. Converting a dataset's rows into records is conversion.py's; writing files is paths.py's.
+"""One problem record for every script: loading it and prompting with it. Converting a dataset's rows into records is conversion.py's; writing files is paths.py's; the
+command line (flags, their parsing and one-line errors) is arguments.py's.
 
 A problem is a plain dict (one per jsonl line); see docs/data.md for the schema. Training, validation and testing
 all go through `load_problems`, so a dataset is filtered, shuffled and sampled the same way everywhere.
 """
 from __future__ import annotations
 
-import argparse
-import functools
 import hashlib
 import json
-import logging
 import random
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import NoReturn
 
+import errors
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DATASETS = ("sample", "code_contests", "deepcoder")
@@ -41,13 +37,7 @@ DEFAULT_INSTRUCTION = (
 )
 
 
-class UsageError(ValueError):
-    """A mistake the user can mend (a flag, a file, a setting), with a message that says what to do. Modules raise
-    it and never end the process; a script's main (see `script_main`) prints it as one line and exits 2, while a
-    notebook, a sweep or a test can catch it."""
-
-
-class DataMissingError(UsageError):
+class DataMissingError(errors.UsageError):
     """A dataset file is absent; the message names the command that creates it."""
 
 
@@ -58,7 +48,7 @@ class DataMissingError(UsageError):
 def dataset_file(name: str, split: str) -> Path:
     """Where `name`'s `split` lives on disk (data/<name>/<split>.jsonl)."""
     if split not in SPLITS[name]:
-        raise UsageError(f"dataset {name!r} has no split {split!r}; choose one of {', '.join(SPLITS[name])}")
+        raise errors.UsageError(f"dataset {name!r} has no split {split!r}; choose one of {', '.join(SPLITS[name])}")
     return DATA_DIR / name / f"{split}.jsonl"
 
 
@@ -73,12 +63,12 @@ def read_jsonl(path: str | Path) -> list[dict]:
             try:
                 problem = json.loads(line)
             except json.JSONDecodeError as err:
-                raise UsageError(f"{path}:{lineno}: not a JSON problem record ({err.msg})") from None
+                raise errors.UsageError(f"{path}:{lineno}: not a JSON problem record ({err.msg})") from None
             missing = [k for k in REQUIRED_KEYS if k not in problem]
             if missing:
-                raise UsageError(f"{path}:{lineno}: problem record lacks {', '.join(missing)}")
+                raise errors.UsageError(f"{path}:{lineno}: problem record lacks {', '.join(missing)}")
             if not all_tests(problem):
-                raise UsageError(f"{path}:{lineno}: problem {problem['id']} has no tests")
+                raise errors.UsageError(f"{path}:{lineno}: problem {problem['id']} has no tests")
             problems.append(problem)
     return problems
 
@@ -96,7 +86,7 @@ def load_problems(name_or_path: str, split: str = "train", max_samples: int | No
     else:
         path = Path(name_or_path)
         if path.suffix != ".jsonl":
-            raise UsageError(f"unknown dataset {name_or_path!r}: use one of {', '.join(DATASETS)} or a .jsonl path")
+            raise errors.UsageError(f"unknown dataset {name_or_path!r}: use one of {', '.join(DATASETS)} or a .jsonl path")
         if not path.exists():
             raise DataMissingError(f"{path} not found")
     problems = read_jsonl(path)
@@ -195,111 +185,3 @@ def reference_solutions(problem: dict) -> list[str]:
 def answer_text(solution: str, language: str = "cpp") -> str:
     """A completion in the format DEFAULT_INSTRUCTION asks for: one fenced code block."""
     return f"```{language}\n{solution.strip()}\n```"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Command-line plumbing shared by the scripts
-
-
-def cli_error(message: str) -> NoReturn:
-    """One line on stderr and exit code 2: the user gets the cause, not a traceback. For scripts only."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-# bitsandbytes logs this when it is imported on a CPU with AVX512-bf16 and the optional hub kernel is absent (it
-# falls back to its own); PEFT imports bitsandbytes whenever it is installed, so even a run without NF4 printed it.
-BITSANDBYTES_KERNEL_NOTE = "Failed to load CPU gemm_4bit_forward from kernels-community"
-
-
-def _not_bitsandbytes_kernel_note(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith(BITSANDBYTES_KERNEL_NOTE)
-
-
-def script_main(main: Callable) -> Callable:
-    """Decorates a script's main(): a UsageError from the modules becomes `error: <message>` on stderr and exit
-    code 2, as argparse does for a bad flag (the one place that turns an error into an exit), and bitsandbytes'
-    kernel note above is not printed (that message alone)."""
-
-    @functools.wraps(main)
-    def run(*args, **kwargs):
-        logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_not_bitsandbytes_kernel_note)
-        try:
-            return main(*args, **kwargs)
-        except UsageError as err:
-            cli_error(str(err))
-
-    return run
-
-
-def add_prompt_flags(parser: argparse.ArgumentParser, unset: str = "data.py's default") -> None:
-    """--system_prompt, --instruction and --show_examples/--no-show_examples, each None when not given, so that
-    PromptSettings.overridden replaces only what the user said (`unset` says what applies otherwise)."""
-    parser.add_argument("--system_prompt", help=f"the system message (default: {unset})")
-    parser.add_argument("--instruction", help=f"the text before the statement (default: {unset})")
-    parser.add_argument("--show_examples", action=argparse.BooleanOptionalAction,
-                        help=f"put the public tests in the prompt (default: {unset}, which is no)")
-
-
-# Issue #33: one flag name per notion in every script. A retired spelling still parses (and is still read as a YAML
-# key) wherever its notion's flag exists, but --help shows only the flag it became.
-RETIRED_FLAGS = {"max_samples": "num_problems", "num_samples": "num_problems", "problems": "num_problems",
-                 "val_samples": "val_num_problems", "eval_samples": "n", "max_new_tokens": "max_completion_length",
-                 "val_max_new_tokens": "val_max_completion_length"}
-
-
-def add_retired_flags(parser: argparse.ArgumentParser, hyphens: bool = False) -> None:
-    """Each retired spelling of a flag `parser` has, as a hidden flag of the same destination and type; with
-    `hyphens` also spelled with hyphens (`--max-samples`), as TRL's parser spells every flag too."""
-    for old, new in RETIRED_FLAGS.items():
-        for action in [a for a in parser._actions if f"--{new}" in a.option_strings]:
-            hidden = dict.fromkeys([f"--{old}", *([f"--{old.replace('_', '-')}"] if hyphens else [])])
-            parser.add_argument(*hidden, dest=action.dest, type=action.type, default=argparse.SUPPRESS,
-                                help=argparse.SUPPRESS)
-
-
-def canonical_keys(values: dict, known: Iterable[str], source: str) -> dict:
-    """YAML keys (flag names) with each retired spelling of a `known` flag renamed to that flag; a UsageError when
-    `source` gives one flag under two names."""
-    known, renamed, given = set(known), {}, {}
-    for key, value in values.items():
-        name = RETIRED_FLAGS[key] if RETIRED_FLAGS.get(key) in known else key
-        if name in renamed:
-            raise UsageError(f"{source} gives {name} twice, as {given[name]} and as {key}")
-        renamed[name], given[name] = value, key
-    return renamed
-
-
-def canonical_flags(argv: list[str]) -> list[str]:
-    """`argv` with each retired flag spelled as the flag it became (`--max_samples 8` -> `--num_problems 8`)."""
-    return [f"--{RETIRED_FLAGS[word[2:]]}" if word.startswith("--") and word[2:] in RETIRED_FLAGS else word
-            for word in argv]
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line and exit code 2, like every other user error here."""
-
-    def error(self, message: str) -> NoReturn:
-        cli_error(message)
-
-
-def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse flags, taking defaults from `--config FILE.yaml` (keys are flag names); explicit flags win. Retired
-    spellings parse as the flags they became (`add_retired_flags`)."""
-    import yaml
-
-    parser.add_argument("--config", help="YAML file whose keys are flag names (flags given here override it)")
-    add_retired_flags(parser)
-    args = parser.parse_args(argv)
-    if args.config:
-        try:
-            values = yaml.safe_load(Path(args.config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise UsageError(f"cannot read config {args.config}: {e}") from e
-        values = canonical_keys(values, vars(args), args.config)
-        unknown = sorted(set(values) - set(vars(args)))
-        if unknown:
-            raise UsageError(f"unknown keys in {args.config}: {', '.join(unknown)}")
-        parser.set_defaults(**values)
-        args = parser.parse_args(argv)
-    return args

@@ -17,7 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 import conversion
+import arguments
 import data
+import errors
 
 HUB_NAME = "deepmind/code_contests"
 # The enums of deepmind/code_contests' contest_problem.proto, by name. The hub's columns are plain int64 holding
@@ -138,18 +140,18 @@ def held_out_statements(local_dir: str | None) -> set[str]:
     for split in HELD_OUT_SPLITS:
         rows = rows_for(split, local_dir, columns=["description"])
         if rows is None:
-            raise data.UsageError(f"--local_dir {local_dir} has no {split}-*.parquet, so training rows cannot be "
+            raise errors.UsageError(f"--local_dir {local_dir} has no {split}-*.parquet, so training rows cannot be "
                                   f"checked against the {split} split; put the hub's {split} parquet files there too")
         try:
             keys |= conversion.held_out_keys((row.get("description") for row in rows), f"held-out {split} statements")
         except OSError as e:  # hub unreachable
-            raise data.UsageError(f"{split} statements: {e}")
+            raise errors.UsageError(f"{split} statements: {e}")
     return keys
 
 
-@data.script_main
+@errors.script_main
 def main(argv: list[str] | None = None) -> None:
-    p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--splits", nargs="+", default=["train", "valid", "test"], choices=SPLIT_ORDER)
     p.add_argument("--local_dir", help="folder with <split>-*.parquet files in the hub's schema (instead of the hub)")
     p.add_argument("--output_dir", default=str(data.DATA_DIR / "code_contests"))
@@ -165,16 +167,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max_test_bytes", type=int, default=1 << 20, help="drop tests with larger input+output")
     p.add_argument("--max_reference_solutions", type=int, default=5, help="C++ solutions kept (for SFT, never prompts)")
     p.add_argument("--max_solution_bytes", type=int, default=20_000)
-    args = data.parse_with_config(p, argv)
+    args = arguments.parse_with_config(p, argv)
     try:
         difficulties = expand_difficulties(args.difficulties)
     except ValueError as e:
-        raise data.UsageError(str(e))
+        raise errors.UsageError(str(e))
     if unknown := {s.upper() for s in args.sources} - set(SOURCES.values()):
-        raise data.UsageError(f"unknown sources {sorted(unknown)}; use {', '.join(SOURCES.values())}")
+        raise errors.UsageError(f"unknown sources {sorted(unknown)}; use {', '.join(SOURCES.values())}")
     for folder in ("local_dir", "checkers"):
         if getattr(args, folder) and not Path(getattr(args, folder)).is_dir():
-            raise data.UsageError(f"--{folder} {getattr(args, folder)} is not a folder")
+            raise errors.UsageError(f"--{folder} {getattr(args, folder)} is not a folder")
 
     held_out = held_out_statements(args.local_dir) if "train" in args.splits else set()
     for split in [s for s in SPLIT_ORDER if s in args.splits]:

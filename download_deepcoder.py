@@ -17,7 +17,9 @@ import json
 from pathlib import Path
 
 import conversion
+import arguments
 import data
+import errors
 
 HUB_NAME = "agentica-org/DeepCoder-Preview-Dataset"
 CONFIG_SPLITS = {"lcbv5": ("train", "test"), "primeintellect": ("train",), "taco": ("train",), "codeforces": ("test",)}
@@ -125,20 +127,20 @@ def held_out_statements(local_dir: str | None) -> set[str]:
     keys: set[str] = set()
     for config, split in HELD_OUT:
         if local_dir and not local_files(local_dir, config, split):
-            raise data.UsageError(f"--local_dir {local_dir} has no {config}/{split}-*.parquet, so training rows "
+            raise errors.UsageError(f"--local_dir {local_dir} has no {config}/{split}-*.parquet, so training rows "
                                   f"cannot be checked against it; put the hub's {config} {split} parquet files there too")
         try:
             rows = stream(config, split, local_dir, columns=["problem"])
             keys |= conversion.held_out_keys((row.get("problem") for row in rows),
                                              f"held-out {config}/{split} statements")
         except OSError as e:  # hub unreachable
-            raise data.UsageError(f"{config}/{split} statements: {e}")
+            raise errors.UsageError(f"{config}/{split} statements: {e}")
     return keys
 
 
-@data.script_main
+@errors.script_main
 def main(argv: list[str] | None = None) -> None:
-    p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subsets", "--configs", dest="subsets", metavar="SUBSET", nargs="+", default=["lcbv5"],
                    choices=sorted(CONFIG_SPLITS),
                    help="the hub's subsets (its `name` argument); --configs is the old spelling, not --config (YAML)")
@@ -151,12 +153,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max_test_bytes", type=int, default=1 << 20, help="drop tests with larger input+output")
     p.add_argument("--first", type=int, metavar="N", help="write only the first N kept problems of each split, "
                    "ordered by statement fingerprint (a selection fixed by the statements, e.g. a held-out set)")
-    args = data.parse_with_config(p, argv)
+    args = arguments.parse_with_config(p, argv)
     if args.first is not None and args.first < 1:
-        raise data.UsageError(f"--first must be at least 1, not {args.first}")
+        raise errors.UsageError(f"--first must be at least 1, not {args.first}")
     for folder in ("local_dir", "checkers"):
         if getattr(args, folder) and not Path(getattr(args, folder)).is_dir():
-            raise data.UsageError(f"--{folder} {getattr(args, folder)} is not a folder")
+            raise errors.UsageError(f"--{folder} {getattr(args, folder)} is not a folder")
 
     held_out = held_out_statements(args.local_dir) if "train" in args.splits else set()
     for split in [s for s in ("test", "train") if s in args.splits]:

@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 import data
+import errors
 import modeling
 import sampling
 import utils
@@ -457,18 +458,18 @@ def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.CodeR
     try:
         ks = [int(k) for k in args.k.split(",")]
     except ValueError:
-        raise data.UsageError(f"--k must be comma-separated integers (got {args.k!r})")
+        raise errors.UsageError(f"--k must be comma-separated integers (got {args.k!r})")
     positive = {"--n": args.n, "--batch_size": args.batch_size, "--max_completion_length": args.max_completion_length,
                 "--time_limit": args.time_limit or EVAL_JUDGE.time_limit_s, "--k": min(ks)}
     for flag, value in positive.items():
         if value <= 0:
-            raise data.UsageError(f"{flag} must be positive (got {value})")
+            raise errors.UsageError(f"{flag} must be positive (got {value})")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
-        raise data.UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
+        raise errors.UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
     if args.n > 1 and args.temperature == 0:
-        raise data.UsageError("--n > 1 needs --temperature > 0 (greedy samples are identical)")
+        raise errors.UsageError("--n > 1 needs --temperature > 0 (greedy samples are identical)")
     if max(ks) > args.n:
-        raise data.UsageError(f"pass@{max(ks)} needs --n >= {max(ks)} samples per problem")
+        raise errors.UsageError(f"pass@{max(ks)} needs --n >= {max(ks)} samples per problem")
     settings = GenerationSettings(max_new_tokens=args.max_completion_length, temperature=args.temperature, top_p=args.top_p,
                                   n=args.n, batch_size=args.batch_size, seed=args.seed,
                                   max_prompt_tokens=args.max_prompt_tokens,
@@ -489,7 +490,7 @@ def run_cli(args: argparse.Namespace, script: str) -> dict:
     try:
         problems = data.load_problems(args.dataset, args.split, args.num_problems, seed=args.seed)
     except (FileNotFoundError, ValueError) as e:
-        raise data.UsageError(str(e))
+        raise errors.UsageError(str(e))
     model, tokenizer, info = modeling.load_adapted_model(args.model, not args.no_quant, args.checkpoint_path)
     prompt = prompt_for(args, info)
     label = f"adapter {args.checkpoint_path}" if args.checkpoint_path else f"baseline {args.model}"
@@ -510,14 +511,14 @@ def run_cli(args: argparse.Namespace, script: str) -> dict:
 
 def compare_cli(path_a: str, path_b: str, output_dir: str | None = None) -> dict:
     """`--compare A B`: print the paired comparison and draw it as paired bars, in --output_dir/compare.png or else
-    beside B's summary.json (compare_vs_<A's folder>.png); a data.UsageError for unreadable or unpaired runs."""
+    beside B's summary.json (compare_vs_<A's folder>.png); a errors.UsageError for unreadable or unpaired runs."""
     import plots
 
     try:
         a, b = load_summary(path_a), load_summary(path_b)
         result = compare_runs(a, b)
     except ValueError as e:  # includes UnpairedRunsError
-        raise data.UsageError(str(e))
+        raise errors.UsageError(str(e))
     print(format_comparison(a, b, result))
     chart = Path(output_dir) / "compare.png" if output_dir else \
         Path(path_b).parent / f"compare_vs_{Path(path_a).resolve().parent.name}.png"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import arguments
 import data
+import errors
 import records
 import sft
 
@@ -58,7 +59,7 @@ def measure(model, tokenizer, examples: list[dict], problems: list[dict], args) 
 
 
 def parse_args(argv: list[str] | None):
-    parser = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=arguments.DEFAULT_MODEL,
                         help="hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'")
     parser.add_argument("--no_quant", action="store_true", help="bf16 (fp32 on CPU) instead of NF4 4-bit")
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--train_data", dest="dataset", help=argparse.SUPPRESS)  # the seed's --dataset PATH
     parser.add_argument("--split", default="train", help="split whose reference solutions give the loss (train)")
     parser.add_argument("--num_problems", type=int, default=32, help="problems for the loss (default %(default)s)")
-    data.add_prompt_flags(parser)
+    arguments.add_prompt_flags(parser)
     parser.add_argument("--rank", type=int, default=2, help="SVD rank r (default %(default)s)")
     parser.add_argument("--seed", type=int, default=42, help="projection and sampling seed (default %(default)s)")
     parser.add_argument("--radius", type=float, default=1.0, help="grid spans [-radius, radius]² (default %(default)s)")
@@ -77,14 +78,14 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--reward_problems", type=int, default=0, help="also judge greedy answers on N problems")
     parser.add_argument("--max_completion_length", type=int, default=256, help="completion length cap for the reward")
     parser.add_argument("--output_dir", default="output/loss_surface", help="surface.csv and surface.png go here")
-    args = data.parse_with_config(parser, argv)
+    args = arguments.parse_with_config(parser, argv)
     if args.points < 3 or args.points % 2 == 0:
-        raise data.UsageError("--points must be an odd number >= 3, so v = 0 (the base model) is on the grid")
+        raise errors.UsageError("--points must be an odd number >= 3, so v = 0 (the base model) is on the grid")
     if args.radius <= 0 or min(args.num_problems, args.rank, args.batch_size, args.max_completion_length) < 1:
-        raise data.UsageError("--radius, --num_problems, --rank, --batch_size and --max_completion_length must be "
+        raise errors.UsageError("--radius, --num_problems, --rank, --batch_size and --max_completion_length must be "
                               "positive")
     if args.reward_problems < 0:
-        raise data.UsageError("--reward_problems must be >= 0")
+        raise errors.UsageError("--reward_problems must be >= 0")
     args.prompt = data.PromptSettings().overridden(args)
     return args
 
@@ -97,7 +98,7 @@ def load_u2_model(args):
     try:
         model, tokenizer = modeling.load_model(args.model, quant=not args.no_quant)
     except OSError as err:
-        raise data.UsageError(str(err).splitlines()[0])
+        raise errors.UsageError(str(err).splitlines()[0])
     return tinylora.apply_tiny_lora(model, u=2, rank=args.rank, seed=args.seed, tie="all"), tokenizer
 
 
@@ -137,13 +138,13 @@ def report(rows: dict[tuple[str, str], dict], axis: list[float], out: Path, with
     print(f"wrote {out / 'surface.csv'}" + "".join(f" and {p}" for p in drawn))
 
 
-@data.script_main
+@errors.script_main
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     try:
         problems = data.load_problems(args.dataset, args.split, args.num_problems, args.seed)
     except (OSError, ValueError) as err:  # missing data, unknown dataset or split
-        raise data.UsageError(str(err).splitlines()[0])
+        raise errors.UsageError(str(err).splitlines()[0])
     model, tokenizer = load_u2_model(args)
     examples = sft.build_examples(problems, tokenizer, args.max_length, prompt=args.prompt)
     reward_problems = problems[:args.reward_problems]

@@ -257,18 +257,18 @@ def load_adapted_model(name: str, quant: bool, adapter: AdapterArguments | str |
     projection `seed`, or the LoRA contrast), a directory loads a saved one for evaluation (its u, rank and tie come
     from its files, never from flags; its metadata, with the prompt it was trained with, is info["meta"]), None
     leaves the base bare. `info` says what was loaded, as evaluation summaries record it. Every failure (a missing
-    model or adapter, an adapter that does not fit) is a data.UsageError.
+    model or adapter, an adapter that does not fit) is a errors.UsageError.
     """
-    import data
+    import errors
     import tinylora
 
     saved = Path(adapter) if isinstance(adapter, (str, os.PathLike)) else None
     if saved is not None and not saved.is_dir():
-        raise data.UsageError(f"checkpoint path {saved} is not a directory (pass the adapter directory, e.g. OUT/best)")
+        raise errors.UsageError(f"checkpoint path {saved} is not a directory (pass the adapter directory, e.g. OUT/best)")
     try:
         model, tokenizer = load_model(name, quant=quant, device=device)
     except OSError as err:
-        raise data.UsageError(f"cannot load model {name}: {str(err).splitlines()[0]}") from None
+        raise errors.UsageError(f"cannot load model {name}: {str(err).splitlines()[0]}") from None
     info: dict = {"name": name, "quant": quant, "adapter": None if saved is None else str(saved)}
     try:
         if saved is not None:
@@ -279,7 +279,7 @@ def load_adapted_model(name: str, quant: bool, adapter: AdapterArguments | str |
         elif adapter is not None:
             model = tinylora.apply_tiny_lora(model, u=adapter.u, rank=adapter.rank, seed=seed, tie=adapter.tie)
     except ValueError as err:  # TinyLoraError, PEFT's refusals
-        raise data.UsageError(str(err).splitlines()[0]) from None
+        raise errors.UsageError(str(err).splitlines()[0]) from None
     if adapter is not None:
         config = model.peft_config["default"]
         info.update(adapter_type=config.peft_type.value, rank=config.r, parameters=len(tinylora.trained_vector(model)))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import data
+import errors
 
 ROOT = Path(__file__).resolve().parent
 METRICS_FILE = "metrics.jsonl"  # every log of a training run, one JSON object per line, written as it happens
@@ -68,14 +69,14 @@ def append_row(path: Path, row: dict, fields: list[str]) -> None:
 
 
 def check_settings(path: Path, settings: dict, what: str, upgrade: Callable[[dict], dict] = dict) -> None:
-    """Record `settings` in `path`, or raise data.UsageError when an earlier run in the same directory used other ones:
+    """Record `settings` in `path`, or raise errors.UsageError when an earlier run in the same directory used other ones:
     resuming must never mix results made under different settings. `upgrade` reads a record in today's terms (one
     written before a rename must still match the same settings)."""
     if path.exists():
         old = upgrade(json.loads(path.read_text()))
         changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if changed:
-            raise data.UsageError(f"{path.parent} holds a {what} made with other {', '.join(changed)}; "
+            raise errors.UsageError(f"{path.parent} holds a {what} made with other {', '.join(changed)}; "
                                   f"pass another --output_dir or restore the settings")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,52 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-from typing import NamedTuple
 
-import arguments
 import data
-
-# SFTConfig defaults we change: the GRPO recipe's batch and learning rate (configs/default.yaml), one epoch, so the
-# two runs differ in the objective only; no TRL checkpoints (the final adapter is saved atomically instead).
-SFT_DEFAULTS = dict(output_dir="output/train_sft", learning_rate=1e-5, per_device_train_batch_size=4,
-                    gradient_accumulation_steps=8, num_train_epochs=1, logging_steps=1, save_strategy="no",
-                    report_to="none", gradient_checkpointing=False, seed=42)
-
-
-class SftFlags(NamedTuple):
-    """train_sft.py's flags by concern (train_rl.py's model, adapter, data and prompt concerns plus SFT's own) and
-    TRL's SFTConfig."""
-
-    model: arguments.ModelArguments
-    adapter: arguments.AdapterArguments
-    data: arguments.DataArguments
-    prompt: arguments.PromptArguments
-    sft: arguments.SftArguments
-    config: object  # trl.SFTConfig
-
-    def concerns(self) -> tuple:
-        return tuple(self)[:-1]
-
-
-def parse_sft_args(argv: list[str] | None = None) -> SftFlags:
-    """train_sft.py's flags and TRL's SFTConfig from flags and YAML; bad values raise data.UsageError."""
-    import torch
-    from trl import SFTConfig
-
-    # SFTConfig defaults to bf16, which it refuses on a CPU before configure_device could switch it off.
-    flags = SftFlags(*arguments.parse_with_trl((*arguments.SFT_CONCERNS, SFTConfig),
-                                               sys.argv[1:] if argv is None else argv, "train_sft.py",
-                                               defaults={**SFT_DEFAULTS, "bf16": torch.cuda.is_available()}))
-    adapter, own = flags.adapter, flags.sft
-    if min(adapter.u, flags.data.num_problems, adapter.rank, own.solutions_per_problem, own.loss_samples) < 1:
-        raise data.UsageError("--u, --num_problems, --rank, --solutions_per_problem and --loss_samples must be "
-                              "positive")
-    if adapter.adapter != "tinylora":
-        raise data.UsageError("train_sft.py trains TinyLoRA's v (the SFT side of the RL-against-SFT contrast); "
-                              "--adapter lora is train_rl.py's")
-    return flags
-
+import errors
 
 def tokenize_example(messages: list[dict], answer: str, tokenizer) -> dict:
     """input_ids of prompt + answer and labels that are -100 on the prompt: the loss covers the answer only.
@@ -90,7 +47,7 @@ def build_examples(problems: list[dict], tokenizer, max_length: int | None, solu
     print(f"data: {len(examples)} SFT examples from {len(problems)} problems ({no_reference} without a reference "
           f"solution, {too_long} over {max_length} tokens dropped)")
     if not examples:
-        raise data.UsageError("no SFT examples: no problem has a reference solution that fits (deepcoder has none; "
+        raise errors.UsageError("no SFT examples: no problem has a reference solution that fits (deepcoder has none; "
                               "code_contests needs download_code_contests.py --max_reference_solutions > 0)")
     return examples
 
@@ -136,6 +93,6 @@ def sft_trainer(model, tokenizer, sft, examples: list[dict]):
     try:
         trainer = SFTTrainer(model=model, args=sft, train_dataset=dataset, processing_class=tokenizer)
     except ValueError as err:
-        raise data.UsageError(str(err).splitlines()[0])
+        raise errors.UsageError(str(err).splitlines()[0])
     tinylora.ensure_v_fp32(trainer.model)
     return trainer

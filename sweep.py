@@ -26,7 +26,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import data
+import arguments
+import errors
 import paths
 import records
 
@@ -104,33 +105,33 @@ def load_sweep(path: str, output_dir: str | None = None) -> Sweep:
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
-        raise data.UsageError(f"cannot read sweep config {path}: {str(err).splitlines()[0]}")
+        raise errors.UsageError(f"cannot read sweep config {path}: {str(err).splitlines()[0]}")
     unknown = sorted(set(raw) - {"grid", "train_args", "validate_args", "output_dir"})
     if unknown:
-        raise data.UsageError(f"unknown keys in {path}: {', '.join(unknown)} (expected grid, train_args, "
+        raise errors.UsageError(f"unknown keys in {path}: {', '.join(unknown)} (expected grid, train_args, "
                               f"validate_args, output_dir)")
     grid = raw.get("grid") or {}
     bad = sorted(set(grid) - set(GRID_KEYS))
     if bad:
-        raise data.UsageError(f"grid keys {', '.join(bad)} are not sweepable; the grid takes {', '.join(GRID_KEYS)}")
+        raise errors.UsageError(f"grid keys {', '.join(bad)} are not sweepable; the grid takes {', '.join(GRID_KEYS)}")
     if not grid:
-        raise data.UsageError(f"{path} has no grid; give at least one of {', '.join(GRID_KEYS)} a list of values")
+        raise errors.UsageError(f"{path} has no grid; give at least one of {', '.join(GRID_KEYS)} a list of values")
     values = {}
     for key in (k for k in GRID_KEYS if k in grid):
         items = grid[key] if isinstance(grid[key], list) else [grid[key]]
         try:
             values[key] = list(dict.fromkeys(GRID_TYPES[key](item) for item in items))
         except (TypeError, ValueError):
-            raise data.UsageError(f"grid.{key} must be a list of {GRID_TYPES[key].__name__} (got {items!r})")
+            raise errors.UsageError(f"grid.{key} must be a list of {GRID_TYPES[key].__name__} (got {items!r})")
         if not values[key]:
-            raise data.UsageError(f"grid.{key} is empty")
+            raise errors.UsageError(f"grid.{key} is empty")
     numbers = values.get("u", []) + values.get("rank", []) + values.get("learning_rate", [])
     if numbers and min(numbers) <= 0:
-        raise data.UsageError("grid u, rank and learning_rate must be positive")
+        raise errors.UsageError("grid u, rank and learning_rate must be positive")
     train_args = as_flags(raw.get("train_args"))
     owned = [a for a in train_args if a.startswith("--") and a.split("=")[0][2:] in (*GRID_KEYS, "output_dir", "resume")]
     if owned:
-        raise data.UsageError(f"train_args may not set {', '.join(owned)}: the sweep sets them per cell")
+        raise errors.UsageError(f"train_args may not set {', '.join(owned)}: the sweep sets them per cell")
     out = output_dir or raw.get("output_dir") or f"output/sweep/{Path(path).stem}"
     return Sweep(values, train_args, as_flags(raw.get("validate_args")), Path(out))
 
@@ -255,7 +256,7 @@ def write_report(sweep: Sweep) -> list[dict]:
 def canonical_settings(flags: dict[str, list[str]]) -> dict[str, list[str]]:
     """train_args and validate_args as sweep.json records them, retired flag spellings renamed: a sweep started with
     `max_samples:` resumes after its YAML says `num_problems:`, and the other way round."""
-    return {key: data.canonical_flags(argv) for key, argv in flags.items()}
+    return {key: arguments.canonical_flags(argv) for key, argv in flags.items()}
 
 
 def run_sweep(sweep: Sweep, retries: int = 1, runner: Callable[..., int] = run_cell) -> list[dict]:
@@ -275,10 +276,10 @@ def run_sweep(sweep: Sweep, retries: int = 1, runner: Callable[..., int] = run_c
     return write_report(sweep)
 
 
-@data.script_main
+@errors.script_main
 def main(argv: list[str] | None = None) -> list[dict]:
     """Exit 0 when every cell of the grid has finished, 1 when some still fail, 2 on bad arguments."""
-    parser = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("yaml", nargs="?", metavar="CONFIG", help="the sweep YAML, positionally (as --config)")
     parser.add_argument("--config", help="sweep YAML: grid, train_args, validate_args, output_dir")
     parser.add_argument("--output_dir", help="overrides the YAML's output_dir")
@@ -286,9 +287,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     config = args.config or args.yaml
     if args.retries < 0 or not config or (args.config and args.yaml):
-        raise data.UsageError("give the sweep YAML once (--config FILE or FILE) and --retries >= 0")
+        raise errors.UsageError("give the sweep YAML once (--config FILE or FILE) and --retries >= 0")
     if not Path(config).is_file():
-        raise data.UsageError(f"sweep config {config} not found")
+        raise errors.UsageError(f"sweep config {config} not found")
     sweep = load_sweep(config, args.output_dir)
     ranked = run_sweep(sweep, args.retries)
     if {cell.name for cell in sweep.cells()} - {row["cell"] for row in ranked}:

@@ -13,10 +13,10 @@ was trained on unless --system_prompt, --instruction or --show_examples say othe
 from __future__ import annotations
 
 import arguments
-import data
+import errors
 
 
-@data.script_main
+@errors.script_main
 def main(argv: list[str] | None = None) -> dict:
     parser = arguments.evaluation_parser(__doc__)
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> dict:
     mode.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two summary.json files to compare (B - A)")
     parser.add_argument("--num_problems", type=int, help="problems to evaluate (default: the whole split)")
     parser.add_argument("--split", default="test", help="dataset split (default %(default)s)")
-    args = data.parse_with_config(parser, argv)
+    args = arguments.parse_with_config(parser, argv)
     import evaluation  # after parsing: --help answers without torch
 
     if args.compare:

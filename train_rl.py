@@ -20,18 +20,19 @@ import sys
 from pathlib import Path
 
 import arguments
-import data
+import errors
 
 
-@data.script_main
+@errors.script_main
 def main(argv: list[str] | None = None) -> Path:
     argv = sys.argv[1:] if argv is None else argv
     if arguments.wants_help(argv):  # without importing torch and TRL: under 2 s
         arguments.exit_with_help(arguments.GRPO_CONCERNS, "train_rl.py", "train_rl.py [U] [MAX_SAMPLES] [flags]",
                                  "GRPOConfig", __doc__)
+    flags = arguments.parse_grpo_args(argv)
     import training
 
-    return training.run_grpo(training.parse_grpo_args(argv))
+    return training.run_grpo(flags)
 
 
 if __name__ == "__main__":

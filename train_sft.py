@@ -17,19 +17,20 @@ from pathlib import Path
 
 import arguments
 import data
+import errors
 
 
-@data.script_main
+@errors.script_main
 def main(argv: list[str] | None = None) -> Path:
     argv = sys.argv[1:] if argv is None else argv
     if arguments.wants_help(argv):  # without importing torch and TRL: under 2 s
         arguments.exit_with_help(arguments.SFT_CONCERNS, "train_sft.py", "train_sft.py [flags]", "SFTConfig", __doc__)
+    flags = arguments.parse_sft_args(argv)
     import modeling
     import records
     import sft
     import training
 
-    flags = sft.parse_sft_args(argv)
     config, own = flags.config, flags.sft
     prompt = data.PromptSettings().overridden(flags.prompt)
     device = training.configure_device(config)

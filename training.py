@@ -10,85 +10,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import arguments
 import data
+import errors
 import paths
 import records
 import sampling
 import scoring
 import utils
 
-ROOT = Path(__file__).resolve().parent
-DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"  # the GPU recipe
-CPU_CONFIG = ROOT / "configs" / "tiny_cpu.yaml"  # the default where no GPU is found: short, offline-sized runs
-USAGE = "train_rl.py [U] [MAX_SAMPLES] [flags]"
 MANIFEST = "manifest.json"
-
-
-class GrpoFlags(NamedTuple):
-    """train_rl.py's flags by concern, and TRL's config: main() hands each function only the concerns it needs."""
-
-    model: arguments.ModelArguments
-    adapter: arguments.AdapterArguments
-    data: arguments.DataArguments
-    prompt: arguments.PromptArguments
-    rollout: arguments.RolloutArguments
-    reward: arguments.RewardArguments
-    validation: arguments.ValidationArguments
-    run: arguments.RunArguments
-    grpo: object  # trl.GRPOConfig (TRL is imported when parsing, not with this module)
-
-    def concerns(self) -> tuple:
-        """Our dataclasses, without TRL's config: what run_info records flag by flag."""
-        return tuple(self)[:-1]
-
-
-def split_positionals(argv: list[str], default_config: Path | None = None) -> list[str]:
-    """`32 2000 --flags` -> `--u 32 --num_problems 2000 --flags`; adds the default config unless one is named
-    (configs/default.yaml with a GPU, configs/tiny_cpu.yaml without)."""
-    import torch
-
-    names, rest = ["--u", "--num_problems"], list(argv)
-    flags: list[str] = []
-    while rest and names and not rest[0].startswith("-"):
-        flags += [names.pop(0), rest.pop(0)]
-    if "--config" not in rest and not any(a in ("-h", "--help") for a in rest):
-        flags += ["--config", str(default_config or (DEFAULT_CONFIG if torch.cuda.is_available() else CPU_CONFIG))]
-    return flags + rest
-
-
-def parse_grpo_args(argv: list[str] | None = None) -> GrpoFlags:
-    """train_rl.py's flags by concern and TRL's GRPOConfig, from `U MAX_SAMPLES`, flags and YAML; contradictions
-    raise data.UsageError."""
-    from trl import GRPOConfig
-
-    argv = split_positionals(sys.argv[1:] if argv is None else argv)
-    flags = GrpoFlags(*arguments.parse_with_trl((*arguments.GRPO_CONCERNS, GRPOConfig), argv, "train_rl.py", USAGE))
-    adapter, dataset, validation, run = flags.adapter, flags.data.dataset, flags.validation, flags.run
-    if adapter.u < 1 or flags.data.num_problems < 1 or adapter.rank < 1:
-        raise data.UsageError("U, MAX_SAMPLES and --rank must be positive integers")
-    if validation.do_validate and (validation.val_num_problems < 1 or validation.val_steps < 1):
-        raise data.UsageError("--do_validate needs --val_num_problems >= 1 and --val_steps >= 1")
-    if validation.do_validate and dataset not in data.DATASETS:
-        raise data.UsageError("--do_validate needs a named --dataset to hold problems out of, not a .jsonl file")
-    if flags.reward.test_selection not in arguments.TEST_SELECTIONS:
-        raise data.UsageError(f"--test_selection is {'|'.join(arguments.TEST_SELECTIONS)}")
-    if run.sampler not in (None, *arguments.SAMPLER_WEIGHTS):
-        raise data.UsageError(f"--sampler is {'|'.join(arguments.SAMPLER_WEIGHTS)}")
-    if adapter.adapter not in arguments.ADAPTERS:
-        raise data.UsageError(f"--adapter is {'|'.join(arguments.ADAPTERS)}")
-    if adapter.adapter == "lora" and run.export_lora:
-        raise data.UsageError("--export_lora writes TinyLoRA as a LoRA; --adapter lora already saves one")
-    if run.compare_split not in arguments.COMPARE_SPLITS:
-        raise data.UsageError(f"--compare_split is {'|'.join(arguments.COMPARE_SPLITS)}")
-    if run.compare_split == "test" and dataset not in data.DATASETS:
-        raise data.UsageError("--compare_split test needs a named --dataset with a test split, not a .jsonl file")
-    return flags
 
 
 def sampler_settings(run: arguments.RunArguments, device: str) -> sampling.SamplerSettings:
@@ -97,12 +32,12 @@ def sampler_settings(run: arguments.RunArguments, device: str) -> sampling.Sampl
 
 
 def code_reward(reward: arguments.RewardArguments) -> utils.CodeReward:
-    """The training reward from the flags (an unknown scheme raises data.UsageError)."""
+    """The training reward from the flags (an unknown scheme raises errors.UsageError)."""
     try:
         return utils.CodeReward(utils.JudgeConfig(max_tests=reward.max_tests, test_selection=reward.test_selection),
                                 scheme=reward.reward_scheme, no_code_penalty=reward.no_code_penalty)
     except ValueError as err:
-        raise data.UsageError(str(err))
+        raise errors.UsageError(str(err))
 
 
 def set_checkpointing(trainer_args, enabled: bool, **kwargs) -> None:
@@ -158,7 +93,7 @@ def grpo_rows(chosen: arguments.DataArguments, rollout: arguments.RolloutArgumen
         wanted = rollout.problem_ids.split(",")
         missing = sorted(set(wanted) - {p["id"] for p in problems})
         if missing:
-            raise data.UsageError(f"--problem_ids not in the training split: {', '.join(missing)}")
+            raise errors.UsageError(f"--problem_ids not in the training split: {', '.join(missing)}")
         problems = [p for p in problems if p["id"] in wanted][: chosen.num_problems]
     rows, too_long = [], 0
     for problem in problems:
@@ -173,7 +108,7 @@ def grpo_rows(chosen: arguments.DataArguments, rollout: arguments.RolloutArgumen
                          **{k: problem.get(k) for k in utils.PROBLEM_JUDGE_FIELDS}})
     print(f"data: {len(rows)} training problems ({too_long} dropped: prompt over {rollout.max_prompt_length} tokens)")
     if not rows:
-        raise data.UsageError("no training problems left; raise --max_prompt_length or check the dataset")
+        raise errors.UsageError("no training problems left; raise --max_prompt_length or check the dataset")
     kept = {row["id"] for row in rows}
     return Dataset.from_list(rows), [p for p in problems if p["id"] in kept]
 
@@ -234,10 +169,10 @@ def latest_valid_checkpoint(output_dir: Path) -> Path | None:
 
 
 def resume_checkpoint(output_dir: Path) -> Path:
-    """The checkpoint `--resume` continues from, or a data.UsageError when there is none."""
+    """The checkpoint `--resume` continues from, or a errors.UsageError when there is none."""
     found = latest_valid_checkpoint(output_dir)
     if found is None:
-        raise data.UsageError(f"--resume: no complete checkpoint in {output_dir}; drop --resume to start fresh")
+        raise errors.UsageError(f"--resume: no complete checkpoint in {output_dir}; drop --resume to start fresh")
     print(f"resuming from {found}")
     return found
 
@@ -405,7 +340,7 @@ def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, call
                  sampler: sampling.SamplerSettings = sampling.SamplerSettings("exact"), recompute_scoring: bool = False,
                  trainer_class: type | None = None):
     """The GRPO trainer, make_trainer_class()'s or `trainer_class` (a subclass of it); batch sizes that
-    num_generations does not divide raise data.UsageError with TRL's line."""
+    num_generations does not divide raise errors.UsageError with TRL's line."""
     import tinylora
 
     # TRL's generation reads `model.is_gradient_checkpointing` at every step (trl/models/utils.py), a property
@@ -417,7 +352,7 @@ def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, call
             model=model, reward_funcs=[reward], args=grpo, train_dataset=dataset, processing_class=tokenizer,
             callbacks=callbacks, run_info=info, sampler=sampling.Sampler(sampler), recompute_scoring=recompute_scoring)
     except ValueError as err:
-        raise data.UsageError(str(err).splitlines()[0])
+        raise errors.UsageError(str(err).splitlines()[0])
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -493,7 +428,7 @@ class GrpoRun(NamedTuple):
     resume_from: Path | None
 
 
-def prepare_grpo(flags: GrpoFlags, trainer_class: type | None = None) -> GrpoRun:
+def prepare_grpo(flags: arguments.GrpoFlags, trainer_class: type | None = None) -> GrpoRun:
     """Everything before the first step: device, reward, the base with a fresh adapter, the GRPO rows, validation and
     the trainer. `trainer_class`, a subclass of make_trainer_class()'s, lets bench/bench_step.py time the very
     trainer train_rl.py runs."""
@@ -520,7 +455,7 @@ def prepare_grpo(flags: GrpoFlags, trainer_class: type | None = None) -> GrpoRun
     return GrpoRun(trainer, tokenizer, info, prompt, reward, sampler, problems, resume_from)
 
 
-def run_grpo(flags: GrpoFlags) -> Path:
+def run_grpo(flags: arguments.GrpoFlags) -> Path:
     """train_rl.py's whole run: set up, sample before (--compare_before_after), train, sample after, save final."""
     prepared, grpo, run = prepare_grpo(flags), flags.grpo, flags.run
     trainer, tokenizer, prompt, reward, sampler = (prepared.trainer, prepared.tokenizer, prepared.prompt,

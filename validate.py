@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import arguments
 import data
+import errors
 
 
-@data.script_main
+@errors.script_main
 def main(argv: list[str] | None = None) -> dict:
     parser = arguments.evaluation_parser(__doc__)
     parser.add_argument("num", nargs="?", type=int, metavar="NUM", help="problems to evaluate (default 50)")
     parser.add_argument("--num_problems", type=int, help="the same as NUM, spelled as test.py spells it")
     parser.add_argument("--checkpoint_path", metavar="DIR", help="adapter directory (default: the base model)")
     parser.add_argument("--split", help="dataset split (default: valid for code_contests, test otherwise)")
-    args = data.parse_with_config(parser, argv)
+    args = arguments.parse_with_config(parser, argv)
     import evaluation  # after parsing: --help answers without torch
 
     args.num_problems = args.num_problems or args.num or 50

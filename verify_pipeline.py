@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import arguments
 import data
+import errors
 import utils
 
 ROOT = Path(__file__).resolve().parent
@@ -242,7 +244,7 @@ def run_stage(stage: Stage, ctx: Context) -> tuple[bool, str]:
             return True, stage.run(ctx)
     except Failed as err:
         return False, str(err)
-    except data.UsageError as err:  # what a script would print as its one "error: ..." line
+    except errors.UsageError as err:  # what a script would print as its one "error: ..." line
         return False, f"error: {err}"
     except SystemExit as err:  # the scripts' cli_error: its "error: ..." line is the reason
         said = [line for line in log_tail(log) if line.startswith("error: ")]
@@ -258,7 +260,7 @@ def positive(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny",
                         help="hub id, local dir, FILE.gguf, or offline 'smollm2' / 'tiny' / 'tiny-coder'")
     parser.add_argument("--dataset", default="sample", help=f"{' | '.join(data.DATASETS)} | a problems .jsonl")
@@ -268,10 +270,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_problems", type=positive, default=3, help="test problems to evaluate")
     parser.add_argument("--max_completion_length", type=positive,
                         help="completion length cap, in tokens (default 32 on CPU, 512 on GPU)")
-    data.add_retired_flags(parser)
+    arguments.add_retired_flags(parser)
     args = parser.parse_args(argv)
     if args.dataset not in data.DATASETS and not (args.dataset.endswith(".jsonl") and Path(args.dataset).is_file()):
-        raise data.UsageError(f"--dataset is one of {', '.join(data.DATASETS)} or an existing .jsonl file, "
+        raise errors.UsageError(f"--dataset is one of {', '.join(data.DATASETS)} or an existing .jsonl file, "
                               f"not {args.dataset!r}")
     return args
 
@@ -301,7 +303,7 @@ def run_stages(ctx: Context) -> tuple[dict[str, str], list[str]]:
     return status, failures
 
 
-@data.script_main
+@errors.script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch  # after parsing: a typo should not wait for torch to import

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 
-import data
+import errors
 import utils
 from bench import judge_workload
 
 
 def main() -> None:
-    parser = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--programs", type=int, default=64, help="distinct programs to grade (default 64)")
     parser.add_argument("--tests", type=int, default=10, help="tests per program (default 10)")
     parser.add_argument("--workers", type=int, default=None, help="judge threads (default: CPU count)")
@@ -37,7 +37,7 @@ def main() -> None:
     try:
         m = judge_workload.measure(args.programs, args.tests, args.headers, args.workers, progress=True, baseline=not args.judge_only)
     except RuntimeError as err:
-        data.cli_error(str(err))
+        errors.cli_error(str(err))
     n = m["programs"]
     print(f"{n} programs ({args.headers} headers) x {args.tests} tests, {m['workers']} workers, "
           f"sandbox {utils.sandbox_features()}")

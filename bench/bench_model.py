@@ -281,13 +281,13 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_probe_arguments(args: argparse.Namespace) -> None:
-    """One-line error, exit 2 (data.cli_error), for a thread count below 1 or a 3B preset without a GPU."""
-    import data
+    """One-line error, exit 2 (errors.cli_error), for a thread count below 1 or a 3B preset without a GPU."""
+    import errors
 
     if args.threads < 1:
-        data.cli_error("--threads must be a positive integer")
+        errors.cli_error("--threads must be a positive integer")
     if args.preset.startswith("3b") and not torch.cuda.is_available():
-        data.cli_error(f"--preset {args.preset} needs a CUDA GPU (hours on a CPU); use --preset cpu")
+        errors.cli_error(f"--preset {args.preset} needs a CUDA GPU (hours on a CPU); use --preset cpu")
 
 
 def random_ids(length: int, device: str, seed: int = 0) -> torch.Tensor:

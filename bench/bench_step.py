@@ -139,10 +139,11 @@ def profile_step(argv: list[str]) -> StepRecord:
     """`python train_rl.py ARGV` in this process, in the profiled trainer: train_rl.py's own set-up
     (training.prepare_grpo) and training (validation, the before/after comparison and the final save are not part
     of a step)."""
+    import arguments
     import training
 
     record = StepRecord()
-    training.prepare_grpo(training.parse_grpo_args(argv), trainer_class=profiled_trainer_class(record)).trainer.train()
+    training.prepare_grpo(arguments.parse_grpo_args(argv), trainer_class=profiled_trainer_class(record)).trainer.train()
     return record
 
 

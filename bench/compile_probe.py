@@ -35,9 +35,9 @@ MODES = ("default", "max-autotune")  # torch.compile's modes the probe offers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    import data
+    import errors
 
-    parser = data.ArgumentParser(prog="python -m bench.compile_probe", description=__doc__,
+    parser = errors.ArgumentParser(prog="python -m bench.compile_probe", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     bench_model.add_probe_arguments(parser)
     parser.add_argument("--accumulate", choices=ACCUMULATE, default="pointwise",
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="timed rounds of the four forwards; ratios are medians over rounds (default 21)")
     args = parser.parse_args(argv)
     if args.pairs < 1:
-        data.cli_error("--pairs must be a positive integer")
+        errors.cli_error("--pairs must be a positive integer")
     bench_model.check_probe_arguments(args)
     return args
 

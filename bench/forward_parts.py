@@ -29,9 +29,9 @@ PARTS = ("full", "wrapper", "thin_gemm", "update")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    import data
+    import errors
 
-    parser = data.ArgumentParser(prog="python -m bench.forward_parts", description=__doc__,
+    parser = errors.ArgumentParser(prog="python -m bench.forward_parts", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     bench_model.add_probe_arguments(parser)
     parser.add_argument("--quant", choices=("nf4", "bf16"), default="nf4",
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="timed rounds, each the base and every part (default 40)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
-        data.cli_error("--rounds must be a positive integer")
+        errors.cli_error("--rounds must be a positive integer")
     bench_model.check_probe_arguments(args)
     return args
 

@@ -35,9 +35,9 @@ STEP_GOAL_S = {"smollm2": 90, "qwen05": 120}  # the issues' goals for one step o
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    import data
+    import errors
 
-    parser = data.ArgumentParser(prog="python -m bench.run", description=__doc__,
+    parser = errors.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted([*bench_model.PRESETS, *REAL_STEPS]), default="cpu",
                         help="cpu: small same-structure model (CI); 3b: Qwen2.5-Coder-3B-Instruct's config (GPU); "
@@ -57,11 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(STAGES))
     if unknown or not args.only:
-        data.cli_error(f"--only: unknown stage(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(STAGES)}")
+        errors.cli_error(f"--only: unknown stage(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(STAGES)}")
     if args.threads is not None and args.threads < 1:
-        data.cli_error("--threads must be a positive integer")
+        errors.cli_error("--threads must be a positive integer")
     if args.new_tokens is not None and (args.new_tokens < 1 or args.preset in REAL_STEPS):
-        data.cli_error("--new_tokens must be a positive integer, for the model presets (a real model's config sets "
+        errors.cli_error("--new_tokens must be a positive integer, for the model presets (a real model's config sets "
                        "its completion length)")
     import torch
 
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         os.environ[modeling.THREADS_ENV] = str(args.threads)
         torch.set_num_threads(args.threads)
     if args.preset.startswith("3b") and not torch.cuda.is_available() and args.only != ["adapter_init"]:
-        data.cli_error(f"--preset {args.preset} needs a CUDA GPU (hours on a CPU); use --preset cpu, "
+        errors.cli_error(f"--preset {args.preset} needs a CUDA GPU (hours on a CPU); use --preset cpu, "
                        "or --only adapter_init for the SVD start-up alone")
     args.out = Path(args.output_dir) / f"{args.preset}.json"
     return args

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import data  # noqa: E402  (repo root on the path first)
+import errors  # noqa: E402  (repo root on the path first)
 
 LCB = "lcb_deepcoder/rllm_livecodebench_test_279.json"
 CODEFORCES = "lcb_deepcoder/rllm_codeforces_test_408.json"
@@ -104,7 +104,7 @@ def build(realdata: Path, out: Path) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     shared = next((d / "shared" / "realdata" for d in ROOT.parents if (d / "shared" / "realdata").is_dir()),
                   ROOT.parent / "shared" / "realdata")
     p.add_argument("--realdata", default=str(shared),
@@ -112,11 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="folder to write code_contests/ and deepcoder/ into")
     args = p.parse_args(argv)
     if not Path(args.realdata).is_dir():
-        data.cli_error(f"--realdata {args.realdata} is not a folder")
+        errors.cli_error(f"--realdata {args.realdata} is not a folder")
     try:
         counts = build(Path(args.realdata), Path(args.out))
     except (OSError, ValueError, KeyError) as e:
-        data.cli_error(f"{args.realdata}: {e}")
+        errors.cli_error(f"{args.realdata}: {e}")
     for name, n in counts.items():
         print(f"{Path(args.out) / name}-00000-of-00001.parquet: {n} rows")
 

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 SAMPLE = Path(__file__).resolve().parent / "sample"
 sys.path.insert(0, str(SAMPLE.parent.parent))
-import data  # noqa: E402  (repo root on the path first)
+import errors  # noqa: E402  (repo root on the path first)
+import data  # noqa: E402
 
 MIN_TESTS = 5
 
@@ -99,17 +100,17 @@ def main(argv: list[str] | None = None) -> None:
     specs = yaml.safe_load((SAMPLE / "problems.yaml").read_text())
     names = [s["name"] for s in specs]
     if len(set(names)) != len(names):
-        data.cli_error("duplicate problem names in problems.yaml")
+        errors.cli_error("duplicate problem names in problems.yaml")
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor() as pool:
         futures = [pool.submit(build_problem, s, Path(tmp), args.cxx) for s in specs]
-        problems, errors = [], []
+        problems, failures = [], []
         for future in tqdm(futures, desc="sample problems"):
             try:
                 problems.append(future.result())
             except (ValueError, OSError) as e:
-                errors.append(str(e))
-    if errors:
-        data.cli_error("; ".join(errors))
+                failures.append(str(e))
+    if failures:
+        errors.cli_error("; ".join(failures))
     for split in data.SPLITS["sample"]:
         rows = [p for p in problems if p["split"] == split]
         with open(Path(args.output_dir) / f"{split}.jsonl", "w", encoding="utf-8") as f:

@@ -16,6 +16,7 @@ import yaml
 
 import conversion
 import data
+import errors
 import download_code_contests
 import download_deepcoder
 from conftest import ROOT, SHARED_REALDATA
@@ -431,10 +432,16 @@ def test_missing_data_names_the_download_command(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DATA_DIR", tmp_path)
     with pytest.raises(data.DataMissingError, match="python download_code_contests.py"):
         data.load_problems("code_contests", "valid")
-    with pytest.raises(FileNotFoundError, match="python download_deepcoder.py"):
+    with pytest.raises(errors.UsageError, match="python download_deepcoder.py"):  # a script's one error line
         data.load_problems("deepcoder", "test")
-    with pytest.raises(ValueError, match="no split"):
+    with pytest.raises(errors.UsageError, match="no split"):
         data.load_problems("deepcoder", "valid")
+    with pytest.raises(errors.UsageError, match="unknown dataset"):
+        data.load_problems("nosuch", "test")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    with pytest.raises(errors.UsageError, match=r"broken.jsonl:1: not a JSON problem record"):
+        data.load_problems(str(broken))
 
 
 def test_build_messages_shows_only_public_tests():

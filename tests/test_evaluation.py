@@ -12,6 +12,7 @@ from conftest import is_png, load_script
 
 import arguments
 import data
+import errors
 import evaluation
 import modeling
 import tinylora
@@ -231,13 +232,13 @@ def test_validate_shares_the_path_and_picks_a_split(tmp_path):
 
 
 def test_bad_flags_raise_a_usage_error_a_caller_can_catch():
-    """evaluation's checks raise data.UsageError (a sweep or a notebook can catch it); only test.py's and
+    """evaluation's checks raise errors.UsageError (a sweep or a notebook can catch it); only test.py's and
     validate.py's main print it as one line and exit 2."""
     args = arguments.evaluation_parser(None).parse_args(["--n", "0"])
     args.num_problems, args.split, args.checkpoint_path = 1, "test", None
-    with pytest.raises(data.UsageError, match="--n must be positive"):
+    with pytest.raises(errors.UsageError, match="--n must be positive"):
         evaluation.run_cli(args, "test")
-    with pytest.raises(data.UsageError, match="is not a directory"):
+    with pytest.raises(errors.UsageError, match="is not a directory"):
         modeling.load_adapted_model("tiny", quant=False, adapter="/nonexistent/adapter")
 
 

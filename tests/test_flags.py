@@ -14,13 +14,12 @@ from test_structure import SCRIPTS
 
 import arguments
 import data
+import errors
 import evaluation
 import loss_surface
-import sft
-import training
 import verify_pipeline
 
-RETIRED = [f"--{old}" for old in data.RETIRED_FLAGS]
+RETIRED = [f"--{old}" for old in arguments.RETIRED_FLAGS]
 # where a notion applies, the flag --help shows for it
 CANONICAL = {
     "train_rl": ["--num_problems", "--val_num_problems", "--n", "--max_completion_length",
@@ -59,7 +58,7 @@ def test_help_shows_one_flag_per_notion(script):
 def parsed(script: str, argv: list[str], monkeypatch) -> dict:
     """Every setting `script` makes of `argv`, by name (the training scripts' concerns and TRL config flattened)."""
     if script in ("train_rl", "train_sft"):
-        flags = training.parse_grpo_args(argv) if script == "train_rl" else sft.parse_sft_args(argv)
+        flags = arguments.parse_grpo_args(argv) if script == "train_rl" else arguments.parse_sft_args(argv)
         trl_config = flags.grpo if script == "train_rl" else flags.config
         return {**vars(trl_config), **{k: v for c in flags.concerns() for k, v in dataclasses.asdict(c).items()}}
     if script in ("test", "validate"):
@@ -105,8 +104,8 @@ def test_a_retired_yaml_key_sets_the_flag_it_became(tmp_path, monkeypatch):
 
 
 def test_a_flag_given_under_both_names_is_refused():
-    with pytest.raises(data.UsageError, match="gives num_problems twice, as max_samples and as num_problems"):
-        data.canonical_keys({"max_samples": 5, "num_problems": 6}, {"num_problems"}, "x.yaml")
+    with pytest.raises(errors.UsageError, match="gives num_problems twice, as max_samples and as num_problems"):
+        arguments.canonical_keys({"max_samples": 5, "num_problems": 6}, {"num_problems"}, "x.yaml")
 
 
 # ------------------------------------------------------------------------------------------------ switches
@@ -133,3 +132,8 @@ def test_a_yaml_key_sets_a_switch(tmp_path):
                                       ["--config", str(config), "--output_dir", str(tmp_path)], "train_rl.py")
     model, run, grpo = parsed[0], parsed[-2], parsed[-1]
     assert (model.no_quant, run.export_lora, run.resume, grpo.use_cpu) == (True, True, False, True)
+
+
+def test_dataset_help_names_every_dataset():
+    """arguments.py stays below data.py, so it spells the dataset names itself: they must be data's."""
+    assert arguments.DATASET_HELP.split(" | ")[:-1] == list(data.DATASETS)

@@ -134,9 +134,9 @@ def test_missing_wheel_offline_names_the_pip_command(monkeypatch):
 
 def test_a_missing_gguf_is_one_line_for_the_scripts(tmp_path):
     """The loader raises (a script's main prints the message as its one `error:` line and exits 2)."""
-    import data
+    import errors
 
-    with pytest.raises(data.UsageError) as error:
+    with pytest.raises(errors.UsageError) as error:
         modeling.load_adapted_model(str(tmp_path / "nothing.gguf"), quant=False, adapter=None)
     assert str(error.value) == f"cannot load model {tmp_path / 'nothing.gguf'}: GGUF file {tmp_path / 'nothing.gguf'} does not exist"
 

@@ -57,9 +57,9 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path):
 
 # ------------------------------------------------------------------------------ only scripts end the process
 LIBRARIES = sorted(p for p in ROOT.glob("*.py") if not is_script(p))
-# data.py's command-line plumbing, which only scripts call: argparse's error hook and the decorator that turns a
-# data.UsageError into the one `error:` line and exit code 2.
-PLUMBING = {("data.py", "cli_error"), ("data.py", "ArgumentParser.error"), ("data.py", "script_main")}
+# errors.py's command-line plumbing, which only scripts call: argparse's error hook and the decorator that turns a
+# UsageError into the one `error:` line and exit code 2.
+PLUMBING = {("errors.py", "cli_error"), ("errors.py", "ArgumentParser.error"), ("errors.py", "script_main")}
 
 
 def exits(path: Path) -> list[str]:
@@ -76,7 +76,7 @@ def exits(path: Path) -> list[str]:
                 continue
             if isinstance(child, ast.Call):
                 name = ast.unparse(child.func)
-                if name in ("sys.exit", "exit", "quit", "cli_error", "data.cli_error"):
+                if name in ("sys.exit", "exit", "quit", "cli_error", "errors.cli_error"):
                     found.append(f"{where or '<module>'}: {name}()")
             elif isinstance(child, ast.Raise) and child.exc is not None and \
                     ast.unparse(child.exc).split("(")[0] == "SystemExit":
@@ -95,21 +95,21 @@ def test_the_libraries_are_found():
 
 @pytest.mark.parametrize("module", [pytest.param(p, id=p.name) for p in LIBRARIES])
 def test_no_library_module_ends_the_process(module: Path):
-    """Modules raise data.UsageError; only a script's main (data.script_main) prints it and exits 2."""
+    """Modules raise errors.UsageError; only a script's main (errors.script_main) prints it and exits 2."""
     found = exits(module)
-    assert not found, f"{module.name} ends the process in {', '.join(found)}: raise data.UsageError instead"
+    assert not found, f"{module.name} ends the process in {', '.join(found)}: raise errors.UsageError instead"
 
 
 def test_the_exit_check_sees_every_spelling(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import sys\nimport data\n\ndef a():\n    sys.exit(2)\n\nclass B:\n    def c(self):\n"
-                   "        data.cli_error('x')\n\ndef d():\n    raise SystemExit(1)\n\ndef cli_error():\n    exit()\n")
-    assert exits(bad) == ["a: sys.exit()", "B.c: data.cli_error()", "d: raise SystemExit", "cli_error: exit()"]
+                   "        errors.cli_error('x')\n\ndef d():\n    raise SystemExit(1)\n\ndef cli_error():\n    exit()\n")
+    assert exits(bad) == ["a: sys.exit()", "B.c: errors.cli_error()", "d: raise SystemExit", "cli_error: exit()"]
 
 
 @pytest.mark.parametrize("script", [pytest.param(p, id=p.name) for p in SCRIPTS if p.parent == ROOT])
 def test_every_script_main_turns_usage_errors_into_exit_2(script: Path):
     main = next(node for node in ast.parse(script.read_text()).body
                 if isinstance(node, ast.FunctionDef) and node.name == "main")
-    assert "data.script_main" in [ast.unparse(d) for d in main.decorator_list], \
-        f"{script.name}'s main is not decorated with @data.script_main: a data.UsageError would end it in a traceback"
+    assert "errors.script_main" in [ast.unparse(d) for d in main.decorator_list], \
+        f"{script.name}'s main is not decorated with @errors.script_main: a errors.UsageError would end it in a traceback"

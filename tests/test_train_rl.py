@@ -15,7 +15,9 @@ import yaml
 from safetensors.torch import load_file
 from conftest import is_png, load_script
 
+import arguments
 import data
+import errors
 import evaluation
 import modeling
 import records
@@ -180,11 +182,11 @@ def test_the_training_prompt_travels_with_the_adapter(tmp_path, monkeypatch):
 
 
 def test_positional_form_and_default_config():
-    argv = training.split_positionals(["32", "2000", "--dataset", "deepcoder"], default_config=training.DEFAULT_CONFIG)
-    assert argv[:6] == ["--u", "32", "--num_problems", "2000", "--config", str(training.DEFAULT_CONFIG)]
-    assert training.split_positionals(["32"])[-1] == str(training.CPU_CONFIG)  # no GPU here
-    flags = training.parse_grpo_args(["13", "50", "--tie", "layer", "--epsilon_high", "0.3", "--use_cpu", "true",
-                                      "--config", str(training.DEFAULT_CONFIG), "--train_data", "x.jsonl"])
+    argv = arguments.split_positionals(["32", "2000", "--dataset", "deepcoder"], default_config=arguments.DEFAULT_CONFIG)
+    assert argv[:6] == ["--u", "32", "--num_problems", "2000", "--config", str(arguments.DEFAULT_CONFIG)]
+    assert arguments.split_positionals(["32"])[-1] == str(arguments.CPU_CONFIG)  # no GPU here
+    flags = arguments.parse_grpo_args(["13", "50", "--tie", "layer", "--epsilon_high", "0.3", "--use_cpu", "true",
+                                      "--config", str(arguments.DEFAULT_CONFIG), "--train_data", "x.jsonl"])
     assert (flags.adapter.u, flags.data.num_problems, flags.adapter.tie) == (13, 50, "layer")
     assert (flags.grpo.epsilon_high, flags.grpo.num_iterations, flags.data.dataset) == (0.3, 4, "x.jsonl")
 
@@ -239,7 +241,7 @@ def test_a_short_run_prints_no_library_warning():
     console = run.stdout + run.stderr
     assert run.returncode == 0, console[-2000:]
     noisy = [line for line in console.splitlines() if "Warning" in line or "warnings.warn" in line
-             or "checkpointing" in line or data.BITSANDBYTES_KERNEL_NOTE in line]
+             or "checkpointing" in line or errors.BITSANDBYTES_KERNEL_NOTE in line]
     assert not noisy, noisy
 
 
@@ -248,10 +250,10 @@ def test_scripts_drop_the_bitsandbytes_kernel_note_alone(caplog):
     nothing else from that logger."""
     import logging
 
-    @data.script_main
+    @errors.script_main
     def main():
         logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
-        logger.warning(f"{data.BITSANDBYTES_KERNEL_NOTE}: No module named 'kernels'. Please make sure you already "
+        logger.warning(f"{errors.BITSANDBYTES_KERNEL_NOTE}: No module named 'kernels'. Please make sure you already "
                        "`pip install kernels` and the kernels >= 0.11.1")
         logger.warning("another bitsandbytes warning")
 
@@ -260,12 +262,12 @@ def test_scripts_drop_the_bitsandbytes_kernel_note_alone(caplog):
 
 
 def test_the_parser_raises_a_usage_error_a_caller_can_catch():
-    """A notebook or a sweep calling the library gets data.UsageError, not a SystemExit; only train_rl.py's main
+    """A notebook or a sweep calling the library gets errors.UsageError, not a SystemExit; only train_rl.py's main
     turns it into the one line and exit code 2 (above)."""
-    with pytest.raises(data.UsageError, match="U, MAX_SAMPLES and --rank must be positive integers"):
-        training.parse_grpo_args(["32", "0", "--config", str(training.CPU_CONFIG)])
-    with pytest.raises(data.UsageError, match="--sampler is int8|exact"):
-        training.parse_grpo_args(["32", "5", "--config", str(training.CPU_CONFIG), "--sampler", "fp8"])
+    with pytest.raises(errors.UsageError, match="U, MAX_SAMPLES and --rank must be positive integers"):
+        arguments.parse_grpo_args(["32", "0", "--config", str(arguments.CPU_CONFIG)])
+    with pytest.raises(errors.UsageError, match="--sampler is int8|exact"):
+        arguments.parse_grpo_args(["32", "5", "--config", str(arguments.CPU_CONFIG), "--sampler", "fp8"])
 
 
 # Problems on which the rebuilt tiny-coder is closest to a coin flip at temperature 1 (C++ that passes, or the Python
