@@ -335,6 +335,9 @@ def evaluation_parser(description: str | None) -> errors.ArgumentParser:
     add_prompt_flags(p, unset="the adapter's own, else data.py's default")
     p.add_argument("--output_dir", help="where results.jsonl and summary.json go (default output/<script>/<time>-"
                                         "<label>); with --compare, where compare.png goes (default: beside B)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a stopped run in --output_dir: the batches its generations.jsonl holds are not "
+                        "generated again (every batch is saved as it lands)")
     return p
 
 

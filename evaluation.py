@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -38,6 +39,9 @@ OUTCOMES = ("pass", "partial", "compiled_zero", "compile_error", "no_code")
 # All of a problem's tests (the 2 s limit and token comparison are the judge's defaults): pass@1 means every test.
 EVAL_JUDGE = utils.JudgeConfig(max_tests=0)
 BOOTSTRAP_RESAMPLES = 10_000
+# Each generated batch, appended as it lands: what `--resume` continues a stopped run from (generation is the cost;
+# judging the finished completions again takes a minute).
+GENERATIONS_FILE = "generations.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,30 +139,74 @@ def _left_padding(tokenizer) -> Iterator[None]:
         tokenizer.padding_side = side
 
 
-def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings,
-             progress: bool = True) -> list[list[Completion]]:
+def journaled_batches(journal: Path, run_key: str) -> dict[int, list[Completion]]:
+    """The batches a stopped run already generated, by batch index, from its generations.jsonl (a line cut short by
+    the stop is ignored); a errors.UsageError when the file holds another run's generations."""
+    done: dict[int, list[Completion]] = {}
+    if not journal.exists():
+        return done
+    for line in journal.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if entry["key"] != run_key:
+            raise errors.UsageError(f"{journal} holds the generations of another run (other problems, prompts, "
+                                    f"settings or model); pass another --output_dir or drop --resume")
+        done[entry["batch"]] = [Completion(*c) for c in entry["completions"]]
+    return done
+
+
+def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings, progress: bool = True,
+             journal: Path | None = None, run_key: str = "") -> list[list[Completion]]:
     """`settings.n` completions per prompt, in prompt order.
 
     Samples are batched longest prompt first (less padding, and an out-of-memory error shows in the first
     batch), a prompt's samples side by side so they share one prefill, and each batch seeds the RNG from
     `settings.seed` and its index, so the same prompts and settings draw the same random numbers whatever the
     model: baseline and adapter runs are paired sample by sample. `settings.sampler` picks the weights that draw.
+    With a `journal`, each batch is appended to it as it lands (under `run_key`) and the batches it already holds
+    are not generated again: seeded per batch, a resumed run writes what an unbroken one would have.
     """
     jobs = sorted(((i, j) for i in range(len(prompts)) for j in range(settings.n)), key=lambda ij: -len(prompts[ij[0]]))
     config = generation_config(model, tokenizer, settings)
     drawing = sampling.Sampler(sampling.SamplerSettings(settings.sampler)).model_for(model)
     stop_ids = _stop_ids(config, tokenizer)
     completions: list[list[Completion | None]] = [[None] * settings.n for _ in prompts]
+    done = journaled_batches(journal, run_key) if journal else {}
     with tqdm(total=len(jobs), desc="generate", unit="sample", disable=not progress) as bar, _left_padding(tokenizer):
         for index, start in enumerate(range(0, len(jobs), settings.batch_size)):
             batch = jobs[start:start + settings.batch_size]
-            enc = tokenizer([prompts[i] for i, _ in batch], return_tensors="pt", padding=True, add_special_tokens=False)
-            torch.manual_seed(settings.seed + index)
-            out = drawing.generate(**enc.to(model.device), generation_config=config)  # (batch, prompt + new)
-            for (i, j), row in zip(batch, out[:, enc.input_ids.shape[1]:].tolist()):
-                completions[i][j] = _completion(row, tokenizer, stop_ids)
+            if index in done:
+                drawn = done[index]
+            else:
+                enc = tokenizer([prompts[i] for i, _ in batch], return_tensors="pt", padding=True,
+                                add_special_tokens=False)
+                torch.manual_seed(settings.seed + index)
+                out = drawing.generate(**enc.to(model.device), generation_config=config)  # (batch, prompt + new)
+                drawn = [_completion(row, tokenizer, stop_ids) for row in out[:, enc.input_ids.shape[1]:].tolist()]
+                if journal:
+                    _append_batch(journal, {"key": run_key, "batch": index,
+                                            "completions": [dataclasses.astuple(c) for c in drawn]})
+            for (i, j), completion in zip(batch, drawn):
+                completions[i][j] = completion
             bar.update(len(batch))
     return completions
+
+
+def _append_batch(journal: Path, entry: dict) -> None:
+    """One line of the journal, on disk before the next batch starts: a stop loses at most the batch under way (a
+    line it cut short is ended first, so the next one stands on its own)."""
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    with open(journal, "a+b") as f:  # appends go to the end whatever was read
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write((json.dumps(entry, ensure_ascii=False) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
@@ -276,15 +324,21 @@ def _resolve(settings: GenerationSettings, model) -> GenerationSettings:
 
 def evaluate(model, tokenizer, problems: list[dict], settings: GenerationSettings = GenerationSettings(),
              reward: utils.CodeReward | None = None, *, prompt: data.PromptSettings = data.PromptSettings(),
-             ks: Sequence[int] = (1,), progress: bool = True) -> tuple[list[dict], dict]:
+             ks: Sequence[int] = (1,), progress: bool = True, journal: Path | None = None,
+             model_key: str = "") -> tuple[list[dict], dict]:
     """Generate, judge and score `problems` asked with `prompt`: (per-sample records, summary). The summary's
-    "run" holds what must match for two runs to be compared; "per_problem" holds what the comparison pairs."""
+    "run" holds what must match for two runs to be compared; "per_problem" holds what the comparison pairs.
+    With a `journal` (generate's), a stopped run continues where it stopped; `model_key` names the weights, so a
+    journal is only ever continued by the model that began it."""
     start = time.monotonic()
     settings = _resolve(settings, model)
     reward = reward or evaluation_reward()
     kept, skipped = build_prompts(problems, tokenizer, settings, prompt)
+    run_key = hashlib.sha256(json.dumps([prompts_sha256(kept), dataclasses.asdict(settings), model_key]).encode())
+    run_key = run_key.hexdigest()
+    resumed = len(journaled_batches(journal, run_key)) if journal else 0
     with eval_mode(model):
-        completions = generate(model, tokenizer, [text for _, text in kept], settings, progress)
+        completions = generate(model, tokenizer, [text for _, text in kept], settings, progress, journal, run_key)
     generate_s = time.monotonic() - start
     samples = judge_completions([p for p, _ in kept], completions, reward, progress)
     elapsed = time.monotonic() - start
@@ -295,7 +349,8 @@ def evaluate(model, tokenizer, problems: list[dict], settings: GenerationSetting
                 "prompts_sha256": prompts_sha256(kept), "prompt": prompt.to_dict(),
                 "generation": dataclasses.asdict(settings), "draw": sampling.draw_name(settings.sampler), "judge": json.loads(json.dumps(judge)), "reward": scoring},
         "metrics": compute_metrics(samples, ks, elapsed),
-        "timing": {"generate_s": generate_s, "judge_s": elapsed - generate_s, "total_s": elapsed},
+        "timing": {"generate_s": generate_s, "judge_s": elapsed - generate_s, "total_s": elapsed,
+                   "resumed_batches": resumed},
         "skipped": skipped,
         "per_problem": per_problem(samples),
     }
@@ -483,27 +538,40 @@ def prompt_for(args: argparse.Namespace, info: dict) -> data.PromptSettings:
     return data.PromptSettings.from_meta(info.get("meta", {})).overridden(args)
 
 
+def model_key(model, info: dict) -> str:
+    """What names the weights a run generates with: the base and how it was loaded, and the adapter's own numbers
+    (a directory's path alone would not see it retrained in place)."""
+    import tinylora
+
+    trained = tinylora.trained_vector(model).numpy().tobytes() if info.get("adapter") else b""
+    return json.dumps(info, sort_keys=True) + hashlib.sha256(trained).hexdigest()
+
+
 def run_cli(args: argparse.Namespace, script: str) -> dict:
     """The whole run behind `python test.py` / `python validate.py`: load, evaluate, write, print the table."""
     settings, reward, ks = _settings(args)
+    if args.resume and not args.output_dir:
+        raise errors.UsageError("--resume continues the run in --output_dir: name it")
     named = args.dataset in data.DATASETS
-    try:
-        problems = data.load_problems(args.dataset, args.split, args.num_problems, seed=args.seed)
-    except (FileNotFoundError, ValueError) as e:
-        raise errors.UsageError(str(e))
+    problems = data.load_problems(args.dataset, args.split, args.num_problems, seed=args.seed)
     model, tokenizer, info = modeling.load_adapted_model(args.model, not args.no_quant, args.checkpoint_path)
     prompt = prompt_for(args, info)
     label = f"adapter {args.checkpoint_path}" if args.checkpoint_path else f"baseline {args.model}"
     adapter = "".join(f", {k}={info[k]}" for k in ("u", "rank", "tie") if k in info)
     print(f"{script}: {label}{adapter} on {len(problems)} problems of {args.dataset}"
           f"{f' {args.split}' if named else ''}", file=sys.stderr)
-    samples, summary = evaluate(model, tokenizer, problems, settings, reward, prompt=prompt, ks=ks)
-    summary["run"].update(dataset=args.dataset, split=args.split if named else None)
+    name = f"{datetime.now():%Y%m%d-%H%M%S}-{Path(args.checkpoint_path).name if args.checkpoint_path else 'baseline'}"
+    out_dir = Path(args.output_dir or Path("output") / script / name)
+    journal = out_dir / GENERATIONS_FILE
+    if not args.resume:
+        journal.unlink(missing_ok=True)  # a fresh run: generations left in the folder by another are not reused
     info = {k: v for k, v in info.items() if k != "meta"}
+    samples, summary = evaluate(model, tokenizer, problems, settings, reward, prompt=prompt, ks=ks, journal=journal,
+                                model_key=model_key(model, info))
+    summary["run"].update(dataset=args.dataset, split=args.split if named else None)
     summary = {"label": label, "created": datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:],
                "model": info, **summary}
-    name = f"{datetime.now():%Y%m%d-%H%M%S}-{Path(args.checkpoint_path).name if args.checkpoint_path else 'baseline'}"
-    out_dir = write_outputs(args.output_dir or Path("output") / script / name, samples, summary)
+    write_outputs(out_dir, samples, summary)
     print(format_summary(summary))
     print(f"\nwrote {out_dir / 'results.jsonl'} and {out_dir / 'summary.json'}")
     return summary

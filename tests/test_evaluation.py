@@ -278,3 +278,28 @@ def test_help(capsys, script):
     with pytest.raises(SystemExit) as exc:
         script.main(["--help"])
     assert exc.value.code == 0 and "--max_completion_length" in capsys.readouterr().out
+
+
+def test_a_stopped_run_resumes_where_it_stopped(tmp_path, capsys):
+    """Every generated batch is saved as it lands; --resume generates only the batches the journal lacks, and what
+    it finishes is what an unbroken run writes (each batch seeds its own draws). A journal of another run, or
+    --resume without the folder to continue, is refused."""
+    out = tmp_path / "run"
+    flags = ["--baseline", "--num_problems", "4", *FAST, "--temperature", "0.8", "--n", "2", "--output_dir", str(out)]
+    whole = test_cli.main(flags)
+    whole_rows = read_run(out)[1]
+    journal = out / evaluation.GENERATIONS_FILE
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 3  # 8 samples in batches of 3
+    journal.write_text(lines[0] + "\n" + lines[1][:40])  # stopped while the second batch was being written
+    resumed = test_cli.main([*flags, "--resume"])
+    assert resumed["timing"]["resumed_batches"] == 1
+    assert resumed["per_problem"] == whole["per_problem"] and read_run(out)[1] == whole_rows
+    kept = journal.read_text().splitlines()
+    assert kept[1] == lines[1][:40] and [json.loads(kept[i])["batch"] for i in (0, 2, 3)] == [0, 1, 2]  # cut, ended
+    assert exit_message(capsys, [*flags, "--max_completion_length", "10", "--resume"]).startswith(
+        f"error: {journal} holds the generations of another run")
+    assert exit_message(capsys, ["--baseline", *FAST, "--resume"]) == \
+        "error: --resume continues the run in --output_dir: name it"
+    fresh = test_cli.main(flags)  # without --resume a run starts over
+    assert fresh["timing"]["resumed_batches"] == 0 and len(journal.read_text().splitlines()) == 3
