@@ -139,41 +139,57 @@ def _left_padding(tokenizer) -> Iterator[None]:
         tokenizer.padding_side = side
 
 
-def journaled_batches(journal: Path, run_key: str) -> dict[int, list[Completion]]:
-    """The batches a stopped run already generated, by batch index, from its generations.jsonl (a line cut short by
-    the stop is ignored); a errors.UsageError when the file holds another run's generations."""
-    done: dict[int, list[Completion]] = {}
-    if not journal.exists():
-        return done
-    for line in journal.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if entry["key"] != run_key:
-            raise errors.UsageError(f"{journal} holds the generations of another run (other problems, prompts, "
-                                    f"settings or model); pass another --output_dir or drop --resume")
-        done[entry["batch"]] = [Completion(*c) for c in entry["completions"]]
-    return done
+class Journal:
+    """A run's generations.jsonl under its key: the batches a stopped run already generated (`done`, read once; a
+    line cut short by the stop is ignored), and each new batch appended as it lands. A file holding another run's
+    generations is a errors.UsageError."""
+
+    def __init__(self, path: Path, run_key: str):
+        self.path, self.run_key = path, run_key
+        self.done: dict[int, list[Completion]] = {}
+        for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry["key"] != run_key:
+                raise errors.UsageError(f"{path} holds the generations of another run (other problems, prompts, "
+                                        f"settings or model); pass another --output_dir or drop --resume")
+            self.done[entry["batch"]] = [Completion(*c) for c in entry["completions"]]
+
+    def append(self, batch: int, completions: list[Completion]) -> None:
+        """One line, on disk before the next batch starts: a stop loses at most the batch under way (a line it cut
+        short is ended first, so the next one stands on its own)."""
+        entry = {"key": self.run_key, "batch": batch, "completions": [dataclasses.astuple(c) for c in completions]}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+b") as f:  # appends go to the end whatever was read
+            end = f.seek(0, os.SEEK_END)
+            if end:
+                f.seek(end - 1)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+            f.write((json.dumps(entry, ensure_ascii=False) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings, progress: bool = True,
-             journal: Path | None = None, run_key: str = "") -> list[list[Completion]]:
+             journal: Journal | None = None) -> list[list[Completion]]:
     """`settings.n` completions per prompt, in prompt order.
 
     Samples are batched longest prompt first (less padding, and an out-of-memory error shows in the first
     batch), a prompt's samples side by side so they share one prefill, and each batch seeds the RNG from
     `settings.seed` and its index, so the same prompts and settings draw the same random numbers whatever the
     model: baseline and adapter runs are paired sample by sample. `settings.sampler` picks the weights that draw.
-    With a `journal`, each batch is appended to it as it lands (under `run_key`) and the batches it already holds
-    are not generated again: seeded per batch, a resumed run writes what an unbroken one would have.
+    With a `journal`, each batch is appended to it as it lands and the batches it already holds are not generated
+    again: seeded per batch, a resumed run writes what an unbroken one would have.
     """
     jobs = sorted(((i, j) for i in range(len(prompts)) for j in range(settings.n)), key=lambda ij: -len(prompts[ij[0]]))
     config = generation_config(model, tokenizer, settings)
     drawing = sampling.Sampler(sampling.SamplerSettings(settings.sampler)).model_for(model)
     stop_ids = _stop_ids(config, tokenizer)
     completions: list[list[Completion | None]] = [[None] * settings.n for _ in prompts]
-    done = journaled_batches(journal, run_key) if journal else {}
+    done = journal.done if journal else {}
     with tqdm(total=len(jobs), desc="generate", unit="sample", disable=not progress) as bar, _left_padding(tokenizer):
         for index, start in enumerate(range(0, len(jobs), settings.batch_size)):
             batch = jobs[start:start + settings.batch_size]
@@ -186,27 +202,11 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings,
                 out = drawing.generate(**enc.to(model.device), generation_config=config)  # (batch, prompt + new)
                 drawn = [_completion(row, tokenizer, stop_ids) for row in out[:, enc.input_ids.shape[1]:].tolist()]
                 if journal:
-                    _append_batch(journal, {"key": run_key, "batch": index,
-                                            "completions": [dataclasses.astuple(c) for c in drawn]})
+                    journal.append(index, drawn)
             for (i, j), completion in zip(batch, drawn):
                 completions[i][j] = completion
             bar.update(len(batch))
     return completions
-
-
-def _append_batch(journal: Path, entry: dict) -> None:
-    """One line of the journal, on disk before the next batch starts: a stop loses at most the batch under way (a
-    line it cut short is ended first, so the next one stands on its own)."""
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    with open(journal, "a+b") as f:  # appends go to the end whatever was read
-        end = f.seek(0, os.SEEK_END)
-        if end:
-            f.seek(end - 1)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-        f.write((json.dumps(entry, ensure_ascii=False) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
@@ -334,11 +334,12 @@ def evaluate(model, tokenizer, problems: list[dict], settings: GenerationSetting
     settings = _resolve(settings, model)
     reward = reward or evaluation_reward()
     kept, skipped = build_prompts(problems, tokenizer, settings, prompt)
-    run_key = hashlib.sha256(json.dumps([prompts_sha256(kept), dataclasses.asdict(settings), model_key]).encode())
-    run_key = run_key.hexdigest()
-    resumed = len(journaled_batches(journal, run_key)) if journal else 0
+    prompts_digest = prompts_sha256(kept)
+    run_key = hashlib.sha256(json.dumps([prompts_digest, dataclasses.asdict(settings), model_key]).encode()).hexdigest()
+    batches = Journal(journal, run_key) if journal else None
+    resumed = len(batches.done) if batches else 0
     with eval_mode(model):
-        completions = generate(model, tokenizer, [text for _, text in kept], settings, progress, journal, run_key)
+        completions = generate(model, tokenizer, [text for _, text in kept], settings, progress, batches)
     generate_s = time.monotonic() - start
     samples = judge_completions([p for p, _ in kept], completions, reward, progress)
     elapsed = time.monotonic() - start
@@ -346,7 +347,7 @@ def evaluate(model, tokenizer, problems: list[dict], settings: GenerationSetting
     scoring = {"scheme": reward.scheme, "no_code_penalty": reward.no_code_penalty, "multipliers": reward.multipliers}
     summary = {
         "run": {"problem_ids": [p["id"] for p, _ in kept], "skipped_ids": [s["id"] for s in skipped],
-                "prompts_sha256": prompts_sha256(kept), "prompt": prompt.to_dict(),
+                "prompts_sha256": prompts_digest, "prompt": prompt.to_dict(),
                 "generation": dataclasses.asdict(settings), "draw": sampling.draw_name(settings.sampler), "judge": json.loads(json.dumps(judge)), "reward": scoring},
         "metrics": compute_metrics(samples, ks, elapsed),
         "timing": {"generate_s": generate_s, "judge_s": elapsed - generate_s, "total_s": elapsed,

@@ -248,7 +248,6 @@ def load_model(name: str = TINY, quant: bool = True, device: str | None = None, 
     return model, tokenizer
 
 
-
 def load_adapted_model(name: str, quant: bool, adapter: AdapterArguments | str | os.PathLike | None, *,
                        seed: int = 42, device: str | None = None) -> tuple:
     """(model, tokenizer, info): the base `name` with its adapter, the one loader every script goes through.
@@ -297,6 +296,7 @@ def describe_loaded(info: dict, device: str) -> str:
     if "rank" in info:
         return f"LoRA (the contrast): {info['parameters']} trainable parameters (rank={info['rank']}) {where}"
     return f"the bare base {where}"
+
 
 # --------------------------------------------------------------------------------- the warm-started tiny coder
 TINY_CODER = "tiny-coder"
