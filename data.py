@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import errors
 
@@ -168,6 +169,50 @@ def render_prompt(messages: list[dict], tokenizer) -> tuple[str, list[int]]:
     """The exact text a model continues (the chat template with the assistant turn opened) and its token ids."""
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return text, tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def training_problems(name_or_path: str, num_problems: int | None, problem_ids: str | None, seed: int) -> list[dict]:
+    """The train split as load_problems shuffles it, cut to `num_problems`; with `problem_ids` (comma-separated) only
+    those problems, in that shuffled order (an id the split lacks is a UsageError)."""
+    problems = load_problems(name_or_path, "train", None if problem_ids else num_problems, seed)
+    if not problem_ids:
+        return problems
+    wanted = problem_ids.split(",")
+    missing = sorted(set(wanted) - {p["id"] for p in problems})
+    if missing:
+        raise errors.UsageError(f"--problem_ids not in the training split: {', '.join(missing)}")
+    return [p for p in problems if p["id"] in wanted][:num_problems]
+
+
+class GrpoRows(NamedTuple):
+    """GRPO's dataset, the problems it holds, and how many were dropped for a prompt over the length limit."""
+
+    dataset: object  # datasets.Dataset
+    problems: list[dict]
+    too_long: int
+
+
+def grpo_rows(problems: list[dict], prompt: PromptSettings, tokenizer, max_prompt_length: int,
+              reward_columns: Callable[[list[dict], dict], dict]) -> GrpoRows:
+    """Each problem as a GRPO row: its chat prompt, its id, source and difficulty (the seed's multipliers), and the
+    columns the reward reads (`reward_columns(all tests, problem)`: utils.CodeReward.columns). A problem whose
+    prompt is over `max_prompt_length` tokens, or that keeps no test, is dropped; none left is a UsageError."""
+    from datasets import Dataset
+
+    rows, too_long = [], 0
+    for problem in problems:
+        messages = prompt.messages(problem)
+        if len(render_prompt(messages, tokenizer)[1]) > max_prompt_length:
+            too_long += 1
+            continue
+        columns = reward_columns(all_tests(problem), problem)
+        if columns["tests"]:
+            rows.append({"prompt": messages, "id": problem["id"], "source": problem.get("source", ""),
+                         "difficulty": problem.get("difficulty", ""), **columns})
+    if not rows:
+        raise errors.UsageError("no training problems left; raise --max_prompt_length or check the dataset")
+    kept = {row["id"] for row in rows}
+    return GrpoRows(Dataset.from_list(rows), [p for p in problems if p["id"] in kept], too_long)
 
 
 def reference_solutions(problem: dict) -> list[str]:

@@ -157,7 +157,7 @@ class Journal:
                                         f"settings or model); pass another --output_dir or drop --resume")
             self.done[entry["batch"]] = [Completion(*c) for c in entry["completions"]]
 
-    def append(self, batch: int, completions: list[Completion]) -> None:
+    def record(self, batch: int, completions: list[Completion]) -> None:
         """One line, on disk before the next batch starts: a stop loses at most the batch under way (a line it cut
         short is ended first, so the next one stands on its own)."""
         entry = {"key": self.run_key, "batch": batch, "completions": [dataclasses.astuple(c) for c in completions]}
@@ -202,7 +202,7 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings,
                 out = drawing.generate(**enc.to(model.device), generation_config=config)  # (batch, prompt + new)
                 drawn = [_completion(row, tokenizer, stop_ids) for row in out[:, enc.input_ids.shape[1]:].tolist()]
                 if journal:
-                    journal.append(index, drawn)
+                    journal.record(index, drawn)
             for (i, j), completion in zip(batch, drawn):
                 completions[i][j] = completion
             bar.update(len(batch))

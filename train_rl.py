@@ -12,7 +12,8 @@ with (--system_prompt, --instruction, --show_examples), and test.py / validate.p
 Each logging step prints one line (reward, judge rates, length, s/step); every metric goes to OUTPUT_DIR/metrics.jsonl
 (and --report_to), curves.png is drawn at the end, and --export_lora also writes the adapter as a standard PEFT
 LoRA (OUTPUT_DIR/final_lora) for vLLM and other LoRA runtimes.
-The pipeline is training.run_grpo: set up (prepare_grpo), sample before, train, sample after, save.
+The pipeline is training.run_grpo: set up (prepare_grpo), train, save. Validation (--do_validate) and the
+before/after samples (--compare_before_after) belong to the trainer, around and between its steps.
 """
 from __future__ import annotations
 

@@ -82,37 +82,6 @@ def configure_device(trainer_args) -> str:
     return "cpu"
 
 
-# ------------------------------------------------------------------------------------------------- GRPO data
-def grpo_rows(chosen: arguments.DataArguments, rollout: arguments.RolloutArguments, reward: arguments.RewardArguments,
-              prompt: data.PromptSettings, tokenizer, seed: int):
-    """(GRPO dataset, its problems): the chat prompt plus the test columns the reward function needs."""
-    from datasets import Dataset
-
-    problems = data.load_problems(chosen.dataset, "train", None if rollout.problem_ids else chosen.num_problems, seed)
-    if rollout.problem_ids:
-        wanted = rollout.problem_ids.split(",")
-        missing = sorted(set(wanted) - {p["id"] for p in problems})
-        if missing:
-            raise errors.UsageError(f"--problem_ids not in the training split: {', '.join(missing)}")
-        problems = [p for p in problems if p["id"] in wanted][: chosen.num_problems]
-    rows, too_long = [], 0
-    for problem in problems:
-        messages = prompt.messages(problem)
-        if len(data.render_prompt(messages, tokenizer)[1]) > rollout.max_prompt_length:
-            too_long += 1
-            continue
-        tests = utils.select_tests(data.all_tests(problem), reward.max_tests, reward.test_selection)
-        if tests:
-            rows.append({"prompt": messages, "tests": tests, "id": problem["id"],
-                         "source": problem.get("source", ""), "difficulty": problem.get("difficulty", ""),
-                         **{k: problem.get(k) for k in utils.PROBLEM_JUDGE_FIELDS}})
-    print(f"data: {len(rows)} training problems ({too_long} dropped: prompt over {rollout.max_prompt_length} tokens)")
-    if not rows:
-        raise errors.UsageError("no training problems left; raise --max_prompt_length or check the dataset")
-    kept = {row["id"] for row in rows}
-    return Dataset.from_list(rows), [p for p in problems if p["id"] in kept]
-
-
 # ------------------------------------------------------------------------------------------- the final adapter
 def save_final(trainer, info: dict, export_lora: bool = False) -> Path:
     """The trained adapter in OUTPUT_DIR/final (atomically, on the main process), with `info` in its metadata;
@@ -264,7 +233,9 @@ def score_completion_positions_only() -> None:
 
 
 def make_trainer_class():
-    """GRPOTrainer with fp32 v and atomic, manifest-checked checkpoints (imported lazily: TRL is slow to import)."""
+    """GRPOTrainer with fp32 v, atomic manifest-checked checkpoints, and the run's validation and before/after
+    comparison (built lazily: TRL and transformers' Trainer are slow to import)."""
+    from transformers import TrainerCallback
     from trl import GRPOTrainer
     from trl.extras.profiling import profiling_decorator
 
@@ -272,16 +243,51 @@ def make_trainer_class():
 
     score_completion_positions_only()
 
+    class ValidationCallback(TrainerCallback):
+        """Every val_steps: the trainer's validation, logged with the step's metrics; the best adapter so far (by
+        pass@1, then reward) saved to OUTPUT_DIR/best with the run's info and its validation metrics."""
+
+        def __init__(self, trainer):
+            self.trainer, self.best = trainer, None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            validation = self.trainer.validation
+            if state.global_step % validation.settings.val_steps or not state.is_world_process_zero:
+                return
+            model, output_dir = self.trainer.model, Path(args.output_dir)
+            metrics = validation.metrics(model, self.trainer.processing_class, args.per_device_eval_batch_size)
+            print(f"validation @ step {state.global_step}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+            state.log_history.append({**metrics, "step": state.global_step})
+            records.append_metrics(output_dir, {"step": state.global_step, **metrics})
+            score = (metrics.get("val/pass@1", 0.0), metrics.get("val/avg_reward", 0.0))
+            if self.best is None or score > self.best:
+                self.best = score
+                meta = {**self.trainer.run_info, "global_step": state.global_step, "validation": metrics}
+                tinylora.save_tiny_lora(model, output_dir / "best", extra_meta=meta)
+
     class TinyLoraGRPOTrainer(GRPOTrainer):
         def __init__(self, *args, run_info: dict, sampler: sampling.Sampler | None = None,
-                     recompute_scoring: bool = False, **kwargs):
+                     recompute_scoring: bool = False, validation: Validation | None = None,
+                     comparison: Comparison | None = None, **kwargs):
             super().__init__(*args, **kwargs)
             self.recompute_scoring = recompute_scoring
             tinylora.ensure_v_fp32(self.model)  # TRL casts trainable params of 4-bit models to bf16
+            self.validation, self.comparison = validation, comparison
+            if validation:
+                self.add_callback(ValidationCallback(self))
             run_log_callbacks(self)
             self.run_info = run_info
             self.sampler = sampler or sampling.Sampler(sampling.SamplerSettings("exact"))
             self._staging: Path | None = None
+
+        def train(self, *args, **kwargs):
+            """TRL's training, between the two samples of the comparison when there is one (each process samples
+            before; the main process samples after and prints both side by side)."""
+            before = self.comparison.sample(self, "before") if self.comparison else None
+            result = super().train(*args, **kwargs)
+            if before is not None and self.args.should_save:
+                self.comparison.report(before, self.comparison.sample(self, "after"))
+            return result
 
         def _generate_single_turn(self, *args, **kwargs):
             """TRL's generation, drawing from the sampler's model: with the int8 sampler, a copy with v folded in
@@ -336,9 +342,10 @@ def make_trainer_class():
     return TinyLoraGRPOTrainer
 
 
-def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, callbacks: list, info: dict,
+def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, info: dict,
                  sampler: sampling.SamplerSettings = sampling.SamplerSettings("exact"), recompute_scoring: bool = False,
-                 trainer_class: type | None = None):
+                 trainer_class: type | None = None, validation: Validation | None = None,
+                 comparison: Comparison | None = None):
     """The GRPO trainer, make_trainer_class()'s or `trainer_class` (a subclass of it); batch sizes that
     num_generations does not divide raise errors.UsageError with TRL's line."""
     import tinylora
@@ -350,91 +357,84 @@ def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, call
     try:
         return (trainer_class or make_trainer_class())(
             model=model, reward_funcs=[reward], args=grpo, train_dataset=dataset, processing_class=tokenizer,
-            callbacks=callbacks, run_info=info, sampler=sampling.Sampler(sampler), recompute_scoring=recompute_scoring)
+            run_info=info, sampler=sampling.Sampler(sampler), recompute_scoring=recompute_scoring,
+            validation=validation, comparison=comparison)
     except ValueError as err:
         raise errors.UsageError(str(err).splitlines()[0])
 
 
-# ------------------------------------------------------------------------------------------------ validation
-def validation_callback(tokenizer, val_problems: list[dict], validation: arguments.ValidationArguments,
-                        prompt: data.PromptSettings, info: dict, output_dir: Path, sampler: sampling.SamplerSettings):
-    """Every val_steps: greedy pass@1 on held-out problems, asked with the training prompt, through validate.py's
-    code path and reward; keeps the best adapter in OUTPUT_DIR/best."""
-    from transformers import TrainerCallback
+# ------------------------------------------------------------------------------------ validation and comparison
+class Validation(NamedTuple):
+    """Validation during training (--do_validate): every `settings.val_steps` steps, greedy pass@1 on held-out
+    `problems` asked with the training prompt, through validate.py's code path and reward. The trainer keeps the
+    best adapter in OUTPUT_DIR/best."""
 
-    import evaluation
-    import tinylora
+    problems: list[dict]
+    settings: arguments.ValidationArguments
+    prompt: data.PromptSettings
+    sampler: sampling.SamplerSettings
 
-    class ValidationCallback(TrainerCallback):
-        best: tuple[float, float] | None = None
+    def metrics(self, model, tokenizer, batch_size: int) -> dict:
+        """{"val/pass@1", "val/compile_rate", "val/avg_reward"} of `model` now."""
+        import evaluation
 
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            if state.global_step % validation.val_steps or not state.is_world_process_zero:
-                return
-            summary = evaluation.run_validation(model, tokenizer, val_problems, max_new_tokens=validation.val_max_completion_length,
-                                                batch_size=args.per_device_eval_batch_size, prompt=prompt,
-                                                sampler=sampler.weights)
-            metrics = {f"val/{k}": summary[k] for k in ("pass@1", "compile_rate", "avg_reward") if k in summary}
-            print(f"validation @ step {state.global_step}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
-            state.log_history.append({**metrics, "step": state.global_step})
-            records.append_metrics(output_dir, {"step": state.global_step, **metrics})
-            score = (summary.get("pass@1", 0.0), summary.get("avg_reward", 0.0))
-            if self.best is None or score > self.best:
-                self.best = score
-                meta = {**info, "global_step": state.global_step, "validation": metrics}
-                tinylora.save_tiny_lora(model, output_dir / "best", extra_meta=meta)
-
-    return ValidationCallback()
+        summary = evaluation.run_validation(model, tokenizer, self.problems,
+                                            max_new_tokens=self.settings.val_max_completion_length,
+                                            batch_size=batch_size, prompt=self.prompt, sampler=self.sampler.weights)
+        return {f"val/{k}": summary[k] for k in ("pass@1", "compile_rate", "avg_reward") if k in summary}
 
 
-def sample_training_problems(model, tokenizer, problems: list[dict], run: arguments.RunArguments, grpo,
-                             prompt: data.PromptSettings, reward: utils.CodeReward, label: str,
-                             sampler: sampling.SamplerSettings) -> dict:
-    """Sample `problems` as GRPO does (same prompt, temperature, length), scored as evaluation.py scores (seed
-    scheme, unscaled: comparable with test.py) on the training reward's judge and tests for the training problems,
-    on all tests for held-out ones (--compare_split test); written to OUTPUT_DIR/eval_<label>."""
-    import evaluation
+class Comparison(NamedTuple):
+    """--compare_before_after: `problems` sampled as GRPO samples them (same prompt, temperature, length) before the
+    first step and after the last, scored as evaluation.py scores (seed scheme, unscaled: comparable with test.py) on
+    the training reward's judge and tests for training problems, on all tests for held-out ones (--compare_split
+    test); each side written to OUTPUT_DIR/eval_<label>, and the paired comparison printed."""
 
-    settings = evaluation.GenerationSettings(
-        max_new_tokens=grpo.max_completion_length, temperature=grpo.temperature, n=run.n,
-        batch_size=max(grpo.per_device_train_batch_size, run.n), seed=grpo.seed,
-        sampler=sampler.weights,
-    )
-    judge = dataclasses.replace(reward.judge, binary=False) if run.compare_split == "train" else evaluation.EVAL_JUDGE
-    samples, summary = evaluation.evaluate(model, tokenizer, problems, settings, evaluation.evaluation_reward(judge),
-                                           prompt=prompt)
-    summary["label"] = label
-    evaluation.write_outputs(Path(grpo.output_dir) / f"eval_{label}", samples, summary)
-    return summary
+    problems: list[dict]
+    run: arguments.RunArguments
+    prompt: data.PromptSettings
+    reward: utils.CodeReward
+    sampler: sampling.SamplerSettings
 
+    def sample(self, trainer, label: str) -> dict:
+        """The summary of the trainer's model on the problems now."""
+        import evaluation
 
-def print_before_after(before: dict, after: dict) -> None:
-    import evaluation
+        grpo = trainer.args
+        settings = evaluation.GenerationSettings(
+            max_new_tokens=grpo.max_completion_length, temperature=grpo.temperature, n=self.run.n,
+            batch_size=max(grpo.per_device_train_batch_size, self.run.n), seed=grpo.seed, sampler=self.sampler.weights)
+        judge = (dataclasses.replace(self.reward.judge, binary=False) if self.run.compare_split == "train"
+                 else evaluation.EVAL_JUDGE)
+        samples, summary = evaluation.evaluate(trainer.model, trainer.processing_class, self.problems, settings,
+                                               evaluation.evaluation_reward(judge), prompt=self.prompt)
+        summary["label"] = label
+        evaluation.write_outputs(Path(grpo.output_dir) / f"eval_{label}", samples, summary)
+        return summary
 
-    print(evaluation.format_comparison(before, after, evaluation.compare_runs(before, after)))
+    @staticmethod
+    def report(before: dict, after: dict) -> None:
+        import evaluation
+
+        print(evaluation.format_comparison(before, after, evaluation.compare_runs(before, after)))
 
 
 # ------------------------------------------------------------------------------------------------ the pipeline
 class GrpoRun(NamedTuple):
-    """What setting up hands to training: the trainer, and what the before/after comparison and the save need."""
+    """What setting up hands to training: the trainer (its run_info, validation and comparison included) and the
+    checkpoint --resume continues from."""
 
     trainer: object  # make_trainer_class()'s trainer, or the subclass prepare_grpo was given
-    tokenizer: object
-    info: dict
-    prompt: data.PromptSettings
-    reward: utils.CodeReward
-    sampler: sampling.SamplerSettings
-    problems: list[dict]
     resume_from: Path | None
 
 
 def prepare_grpo(flags: arguments.GrpoFlags, trainer_class: type | None = None) -> GrpoRun:
-    """Everything before the first step: device, reward, the base with a fresh adapter, the GRPO rows, validation and
-    the trainer. `trainer_class`, a subclass of make_trainer_class()'s, lets bench/bench_step.py time the very
-    trainer train_rl.py runs."""
+    """Everything before the first step: device, reward, the base with a fresh adapter, the GRPO rows, the problems
+    validation and the comparison sample, and the trainer. `trainer_class`, a subclass of make_trainer_class()'s,
+    lets bench/bench_step.py time the very trainer train_rl.py runs."""
     import modeling
 
-    grpo, run = flags.grpo, flags.run
+    grpo, run, chosen = flags.grpo, flags.run, flags.data
     device = configure_device(grpo)
     sampler, reward = sampler_settings(run, device), code_reward(flags.reward)
     resume_from = resume_checkpoint(Path(grpo.output_dir)) if run.resume else None
@@ -442,32 +442,28 @@ def prepare_grpo(flags: arguments.GrpoFlags, trainer_class: type | None = None) 
                                                            seed=grpo.seed, device=device)
     print(modeling.describe_loaded(loaded, device))
     prompt = data.PromptSettings().overridden(flags.prompt)
-    dataset, problems = grpo_rows(flags.data, flags.rollout, flags.reward, prompt, tokenizer, grpo.seed)
-    info = records.run_info(flags.concerns(), grpo, prompt, data.rows_fingerprint(dataset))
-    callbacks = []
+    problems = data.training_problems(chosen.dataset, chosen.num_problems, flags.rollout.problem_ids, grpo.seed)
+    rows = data.grpo_rows(problems, prompt, tokenizer, flags.rollout.max_prompt_length, reward.columns)
+    print(f"data: {len(rows.problems)} training problems "
+          f"({rows.too_long} dropped: prompt over {flags.rollout.max_prompt_length} tokens)")
+    validation = comparison = None
     if flags.validation.do_validate:
-        val_problems = data.load_problems(flags.data.dataset, data.validation_split(flags.data.dataset),
-                                          flags.validation.val_num_problems, grpo.seed)
-        callbacks.append(validation_callback(tokenizer, val_problems, flags.validation, prompt, info,
-                                             Path(grpo.output_dir), sampler))
-    trainer = grpo_trainer(model, tokenizer, reward, grpo, dataset, callbacks, info, sampler, run.recompute_scoring,
-                           trainer_class=trainer_class)
-    return GrpoRun(trainer, tokenizer, info, prompt, reward, sampler, problems, resume_from)
+        validation = Validation(data.load_problems(chosen.dataset, data.validation_split(chosen.dataset),
+                                                   flags.validation.val_num_problems, grpo.seed),
+                                flags.validation, prompt, sampler)
+    if run.compare_before_after:
+        held_out = run.compare_split == "test"
+        compared = data.load_problems(chosen.dataset, "test", None, grpo.seed) if held_out else rows.problems
+        comparison = Comparison(compared, run, prompt, reward, sampler)
+    info = records.run_info(flags.concerns(), grpo, prompt, data.rows_fingerprint(rows.dataset))
+    trainer = grpo_trainer(model, tokenizer, reward, grpo, rows.dataset, info, sampler, run.recompute_scoring,
+                           trainer_class=trainer_class, validation=validation, comparison=comparison)
+    return GrpoRun(trainer, resume_from)
 
 
 def run_grpo(flags: arguments.GrpoFlags) -> Path:
-    """train_rl.py's whole run: set up, sample before (--compare_before_after), train, sample after, save final."""
-    prepared, grpo, run = prepare_grpo(flags), flags.grpo, flags.run
-    trainer, tokenizer, prompt, reward, sampler = (prepared.trainer, prepared.tokenizer, prepared.prompt,
-                                                   prepared.reward, prepared.sampler)
-    if run.compare_before_after:
-        problems = prepared.problems if run.compare_split == "train" else \
-            data.load_problems(flags.data.dataset, "test", None, grpo.seed)  # held out: --compare_split test
-        before = sample_training_problems(trainer.model, tokenizer, problems, run, grpo, prompt, reward, "before",
-                                          sampler)
-    trainer.train(resume_from_checkpoint=str(prepared.resume_from) if prepared.resume_from else None)
-    if run.compare_before_after and trainer.args.should_save:
-        after = sample_training_problems(trainer.model, tokenizer, problems, run, grpo, prompt, reward, "after",
-                                         sampler)
-        print_before_after(before, after)
-    return save_final(trainer, prepared.info, export_lora=run.export_lora)
+    """train_rl.py's whole run: set up, train (between the before and after samples of --compare_before_after),
+    save the final adapter."""
+    prepared = prepare_grpo(flags)
+    prepared.trainer.train(resume_from_checkpoint=str(prepared.resume_from) if prepared.resume_from else None)
+    return save_final(prepared.trainer, prepared.trainer.run_info, export_lora=flags.run.export_lora)

@@ -959,6 +959,12 @@ class CodeReward:
         if self.scheme == "binary":  # the first failure decides the reward: skip the remaining tests
             self.judge = dataclasses.replace(self.judge, binary=True)
 
+    def columns(self, tests: list[dict], problem: dict) -> dict:
+        """The dataset columns this reward reads for one problem: the tests its judge runs (max_tests of them, chosen
+        by test_selection) and the problem's own limits, compare rule and checker (PROBLEM_JUDGE_FIELDS)."""
+        return {"tests": select_tests(tests, self.judge.max_tests, self.judge.test_selection),
+                **{k: problem.get(k) for k in PROBLEM_JUDGE_FIELDS}}
+
     def score(self, result: JudgeResult, source: str = "", difficulty: str = "") -> float:
         """One judged program's reward under this object's scheme, multiplier and penalty."""
         multiplier = difficulty_multiplier(source, difficulty) if self.multipliers else 1.0
@@ -969,7 +975,7 @@ class CodeReward:
         select the seed's multipliers. Logs a verdict histogram through TRL's `log_metric` when given.
 
         Refuses to run without the `tests` column (the seed's bug: TRL dropped it and every reward was 0). Each row's
-        tests are a flat list of {input, output}, as training.grpo_rows writes them (a problem record's grouped
+        tests are a flat list of {input, output}, as data.grpo_rows writes them (`columns`) (a problem record's grouped
         tests flatten with data.all_tests)."""
         n = len(completions)
         if tests is None or len(tests) != n or not all(tests):

@@ -137,8 +137,8 @@ def profiled_trainer_class(record: StepRecord) -> type:
 
 def profile_step(argv: list[str]) -> StepRecord:
     """`python train_rl.py ARGV` in this process, in the profiled trainer: train_rl.py's own set-up
-    (training.prepare_grpo) and training (validation, the before/after comparison and the final save are not part
-    of a step)."""
+    (training.prepare_grpo) and training (the final save is not part of a step; ARGV without --do_validate and
+    --compare_before_after keeps validation and the comparison out of the timing)."""
     import arguments
     import training
 

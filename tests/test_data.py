@@ -19,6 +19,7 @@ import data
 import errors
 import download_code_contests
 import download_deepcoder
+import utils
 from conftest import ROOT, SHARED_REALDATA
 
 # --------------------------------------------------------------------------------------------------------------
@@ -442,6 +443,44 @@ def test_missing_data_names_the_download_command(tmp_path, monkeypatch):
     broken.write_text("{not json\n")
     with pytest.raises(errors.UsageError, match=r"broken.jsonl:1: not a JSON problem record"):
         data.load_problems(str(broken))
+
+
+class WordTokenizer:
+    """The messages joined as the chat template and one token per word: enough to give prompts lengths."""
+
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+        return "\n".join(m["content"] for m in messages)
+
+    def __call__(self, text, add_special_tokens):
+        return {"input_ids": list(range(len(text.split())))}
+
+
+def test_training_problems_by_count_or_by_id():
+    shuffled = data.load_problems("sample", "train", None, 3)
+    assert data.training_problems("sample", 5, None, 3) == shuffled[:5]
+    wanted = [shuffled[7]["id"], shuffled[2]["id"], shuffled[4]["id"]]
+    chosen = data.training_problems("sample", 2, ",".join(wanted), 3)
+    assert [p["id"] for p in chosen] == [shuffled[2]["id"], shuffled[4]["id"]]  # the shuffled order, cut to 2
+    with pytest.raises(errors.UsageError, match="--problem_ids not in the training split: sample/nope"):
+        data.training_problems("sample", None, f"{wanted[0]},sample/nope", 3)
+
+
+def test_grpo_rows_carry_the_rewards_columns_and_drop_long_prompts():
+    problems, prompt, tokenizer = data.load_problems("sample", "train"), data.PromptSettings(), WordTokenizer()
+    lengths = {p["id"]: len(data.render_prompt(prompt.messages(p), tokenizer)[1]) for p in problems}
+    limit = sorted(lengths.values())[len(lengths) // 2]
+    reward = utils.CodeReward(utils.JudgeConfig(max_tests=2, test_selection="longest"))
+    rows = data.grpo_rows(problems, prompt, tokenizer, limit, reward.columns)
+    kept = [p for p in problems if lengths[p["id"]] <= limit]
+    assert rows.problems == kept and rows.too_long == len(problems) - len(kept) > 0
+    assert [row["id"] for row in rows.dataset] == [p["id"] for p in kept]
+    for row, problem in zip(rows.dataset, kept):
+        assert row["prompt"] == prompt.messages(problem)
+        assert row["tests"] == utils.select_tests(data.all_tests(problem), 2, "longest") and len(row["tests"]) <= 2
+        assert all(row[k] == problem.get(k) for k in utils.PROBLEM_JUDGE_FIELDS)
+        assert (row["source"], row["difficulty"]) == (problem["source"], problem["difficulty"])
+    with pytest.raises(errors.UsageError, match="no training problems left"):
+        data.grpo_rows(problems, prompt, tokenizer, 0, reward.columns)
 
 
 def test_build_messages_shows_only_public_tests():
