@@ -330,6 +330,10 @@ def evaluation_parser(description: str | None) -> errors.ArgumentParser:
                         "its drift is in docs/benchmarks.md) or exact (default: int8 on CPU, exact on GPU)")
     p.add_argument("--max_prompt_tokens", type=int,
                    help="skip longer prompts (default: context - max_completion_length)")
+    p.add_argument("--processes", type=int,
+                   help="CPU processes that generate, each with the torch threads chosen for the run; the batches "
+                        "are shared out and the completions are the same as with one (default: as many as the "
+                        "cores hold, 2 of one thread on 2 cores; 1 on a GPU)")
     p.add_argument("--max_tests", type=int, default=0, help="tests judged per problem, 0 = all (default)")
     p.add_argument("--time_limit", type=float, help="seconds per test (default: the judge's, 2)")
     add_prompt_flags(p, unset="the adapter's own, else data.py's default")

@@ -18,10 +18,13 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
+import tempfile
 import time
+import traceback
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -146,20 +149,26 @@ class Journal:
 
     def __init__(self, path: Path, run_key: str):
         self.path, self.run_key = path, run_key
-        self.done: dict[int, list[Completion]] = {}
-        for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+        self.done: dict[int, list[Completion]] = self.read()
+
+    def read(self) -> dict[int, list[Completion]]:
+        """The batches on disk now (generation processes append to the same file while the parent reads it)."""
+        done = {}
+        for line in self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if entry["key"] != run_key:
-                raise errors.UsageError(f"{path} holds the generations of another run (other problems, prompts, "
+            if entry["key"] != self.run_key:
+                raise errors.UsageError(f"{self.path} holds the generations of another run (other problems, prompts, "
                                         f"settings or model); pass another --output_dir or drop --resume")
-            self.done[entry["batch"]] = [Completion(*c) for c in entry["completions"]]
+            done[entry["batch"]] = [Completion(*c) for c in entry["completions"]]
+        return done
 
     def record(self, batch: int, completions: list[Completion]) -> None:
         """One line, on disk before the next batch starts: a stop loses at most the batch under way (a line it cut
-        short is ended first, so the next one stands on its own)."""
+        short is ended first, so the next one stands on its own). The line goes out in one append, so generation
+        processes writing the same journal never interleave their lines."""
         entry = {"key": self.run_key, "batch": batch, "completions": [dataclasses.astuple(c) for c in completions]}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a+b") as f:  # appends go to the end whatever was read
@@ -174,7 +183,7 @@ class Journal:
 
 
 def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings, progress: bool = True,
-             journal: Journal | None = None) -> list[list[Completion]]:
+             journal: Journal | None = None, processes: int = 1) -> list[list[Completion]]:
     """`settings.n` completions per prompt, in prompt order.
 
     Samples are batched longest prompt first (less padding, and an out-of-memory error shows in the first
@@ -182,31 +191,105 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings,
     `settings.seed` and its index, so the same prompts and settings draw the same random numbers whatever the
     model: baseline and adapter runs are paired sample by sample. `settings.sampler` picks the weights that draw.
     With a `journal`, each batch is appended to it as it lands and the batches it already holds are not generated
-    again: seeded per batch, a resumed run writes what an unbroken one would have.
+    again: seeded per batch, a resumed run writes what an unbroken one would have. With `processes` > 1 the
+    batches are shared out among that many forked processes (CPU only): seeded per batch, they write the same
+    completions one process would, in about 1/processes of the time on as many idle cores.
     """
     jobs = sorted(((i, j) for i in range(len(prompts)) for j in range(settings.n)), key=lambda ij: -len(prompts[ij[0]]))
+    batches = [jobs[start:start + settings.batch_size] for start in range(0, len(jobs), settings.batch_size)]
     config = generation_config(model, tokenizer, settings)
     drawing = sampling.Sampler(sampling.SamplerSettings(settings.sampler)).model_for(model)
     stop_ids = _stop_ids(config, tokenizer)
-    completions: list[list[Completion | None]] = [[None] * settings.n for _ in prompts]
-    done = journal.done if journal else {}
+
+    def draw(index: int) -> list[Completion]:
+        enc = tokenizer([prompts[i] for i, _ in batches[index]], return_tensors="pt", padding=True,
+                        add_special_tokens=False)
+        torch.manual_seed(settings.seed + index)
+        out = drawing.generate(**enc.to(model.device), generation_config=config)  # (batch, prompt + new)
+        return [_completion(row, tokenizer, stop_ids) for row in out[:, enc.input_ids.shape[1]:].tolist()]
+
+    done = dict(journal.done) if journal else {}
+    todo = [index for index in range(len(batches)) if index not in done]
     with tqdm(total=len(jobs), desc="generate", unit="sample", disable=not progress) as bar, _left_padding(tokenizer):
-        for index, start in enumerate(range(0, len(jobs), settings.batch_size)):
-            batch = jobs[start:start + settings.batch_size]
-            if index in done:
-                drawn = done[index]
-            else:
-                enc = tokenizer([prompts[i] for i, _ in batch], return_tensors="pt", padding=True,
-                                add_special_tokens=False)
-                torch.manual_seed(settings.seed + index)
-                out = drawing.generate(**enc.to(model.device), generation_config=config)  # (batch, prompt + new)
-                drawn = [_completion(row, tokenizer, stop_ids) for row in out[:, enc.input_ids.shape[1]:].tolist()]
+        bar.update(sum(len(batches[index]) for index in done))
+        if processes > 1 and len(todo) > 1:
+            if model.device.type != "cpu":
+                raise errors.UsageError("generation in several processes runs on CPU only (a forked process "
+                                        "cannot use the parent's GPU); pass --processes 1")
+            done.update(_generate_forked(draw, todo, processes, journal, lambda index: bar.update(len(batches[index]))))
+        else:
+            for index in todo:
+                done[index] = draw(index)
                 if journal:
-                    journal.record(index, drawn)
-            for (i, j), completion in zip(batch, drawn):
-                completions[i][j] = completion
-            bar.update(len(batch))
+                    journal.record(index, done[index])
+                bar.update(len(batches[index]))
+    completions: list[list[Completion | None]] = [[None] * settings.n for _ in prompts]
+    for index, batch in enumerate(batches):
+        for (i, j), completion in zip(batch, done[index]):
+            completions[i][j] = completion
     return completions
+
+
+def _generate_forked(draw: Callable[[int], list[Completion]], todo: list[int], processes: int,
+                     journal: Journal | None, landed: Callable[[int], None]) -> dict[int, list[Completion]]:
+    """Draw the batches `todo` in `processes` forked children, batch k by child k mod processes; {index: batch}.
+
+    Forked after the model (and its sampling copy) are built, the children share their weights with the parent
+    page by page instead of loading them again; each child inherits the parent's torch threads. The children hand
+    their batches back through the journal (a temporary one without `journal`), one append per batch, while the
+    parent reports each as it lands; a child that fails ends the run with an error naming it (its traceback is on
+    stderr), and the batches that did land stay in the journal for `--resume`.
+    """
+    with contextlib.ExitStack() as stack:
+        if journal is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="generations-")))
+            journal = Journal(folder / GENERATIONS_FILE, "forked")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the children tokenize; say so once, not per fork
+        sys.stdout.flush(), sys.stderr.flush()
+        children = []
+        for rank in range(min(processes, len(todo))):
+            pid = os.fork()
+            if pid == 0:  # the child: draw its share, then leave without running the parent's exit handlers
+                status = 0
+                try:
+                    for index in todo[rank::processes]:
+                        journal.record(index, draw(index))
+                except BaseException:
+                    traceback.print_exc()
+                    status = 1
+                finally:
+                    sys.stdout.flush(), sys.stderr.flush()
+                    os._exit(status)
+            children.append(pid)
+        stack.callback(_stop_children, children)
+        on_disk: dict[int, list[Completion]] = {}
+        size, failed = -1, []
+        while children:
+            time.sleep(0.1)
+            for pid in list(children):
+                finished, status = os.waitpid(pid, os.WNOHANG)
+                if finished:
+                    children.remove(pid)
+                    if os.waitstatus_to_exitcode(status) != 0:
+                        failed.append(os.waitstatus_to_exitcode(status))
+            if journal.path.exists() and journal.path.stat().st_size != size:  # read again only what grew
+                size = journal.path.stat().st_size
+                landed_now = {index: batch for index, batch in journal.read().items() if index in todo}
+                for index in sorted(landed_now.keys() - on_disk.keys()):
+                    landed(index)
+                on_disk = landed_now
+        if failed:
+            raise GenerationError(f"a generation process failed (exit code {failed[0]}; its error is above); "
+                                  f"the batches that landed stay in {journal.path}")
+        return {index: on_disk[index] for index in todo}
+
+
+def _stop_children(pids: list[int]) -> None:
+    """On an error or Ctrl-C in the parent: the children still drawing stop too, and are reaped."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
 
 
 @contextlib.contextmanager
@@ -325,11 +408,12 @@ def _resolve(settings: GenerationSettings, model) -> GenerationSettings:
 def evaluate(model, tokenizer, problems: list[dict], settings: GenerationSettings = GenerationSettings(),
              reward: utils.CodeReward | None = None, *, prompt: data.PromptSettings = data.PromptSettings(),
              ks: Sequence[int] = (1,), progress: bool = True, journal: Path | None = None,
-             model_key: str = "") -> tuple[list[dict], dict]:
+             model_key: str = "", processes: int = 1) -> tuple[list[dict], dict]:
     """Generate, judge and score `problems` asked with `prompt`: (per-sample records, summary). The summary's
     "run" holds what must match for two runs to be compared; "per_problem" holds what the comparison pairs.
     With a `journal` (generate's), a stopped run continues where it stopped; `model_key` names the weights, so a
-    journal is only ever continued by the model that began it."""
+    journal is only ever continued by the model that began it. `processes` (generate's) changes the time, not the
+    completions."""
     start = time.monotonic()
     settings = _resolve(settings, model)
     reward = reward or evaluation_reward()
@@ -339,7 +423,7 @@ def evaluate(model, tokenizer, problems: list[dict], settings: GenerationSetting
     batches = Journal(journal, run_key) if journal else None
     resumed = len(batches.done) if batches else 0
     with eval_mode(model):
-        completions = generate(model, tokenizer, [text for _, text in kept], settings, progress, batches)
+        completions = generate(model, tokenizer, [text for _, text in kept], settings, progress, batches, processes)
     generate_s = time.monotonic() - start
     samples = judge_completions([p for p, _ in kept], completions, reward, progress)
     elapsed = time.monotonic() - start
@@ -351,7 +435,7 @@ def evaluate(model, tokenizer, problems: list[dict], settings: GenerationSetting
                 "generation": dataclasses.asdict(settings), "draw": sampling.draw_name(settings.sampler), "judge": json.loads(json.dumps(judge)), "reward": scoring},
         "metrics": compute_metrics(samples, ks, elapsed),
         "timing": {"generate_s": generate_s, "judge_s": elapsed - generate_s, "total_s": elapsed,
-                   "resumed_batches": resumed},
+                   "resumed_batches": resumed, "processes": processes},
         "skipped": skipped,
         "per_problem": per_problem(samples),
     }
@@ -410,6 +494,10 @@ def format_summary(summary: dict) -> str:
         reasons = Counter(s["reason"].split(" (")[0] for s in summary["skipped"])
         lines.append(f"| skipped | {', '.join(f'{r}: {c}' for r, c in reasons.items())} |")
     return "\n".join(lines)
+
+
+class GenerationError(RuntimeError):
+    """A generation process ended with an error (its traceback is on stderr above)."""
 
 
 class UnpairedRunsError(ValueError):
@@ -516,7 +604,8 @@ def _settings(args: argparse.Namespace) -> tuple[GenerationSettings, utils.CodeR
     except ValueError:
         raise errors.UsageError(f"--k must be comma-separated integers (got {args.k!r})")
     positive = {"--n": args.n, "--batch_size": args.batch_size, "--max_completion_length": args.max_completion_length,
-                "--time_limit": args.time_limit or EVAL_JUDGE.time_limit_s, "--k": min(ks)}
+                "--time_limit": args.time_limit or EVAL_JUDGE.time_limit_s, "--k": min(ks),
+                "--processes": 1 if args.processes is None else args.processes}
     for flag, value in positive.items():
         if value <= 0:
             raise errors.UsageError(f"{flag} must be positive (got {value})")
@@ -567,8 +656,9 @@ def run_cli(args: argparse.Namespace, script: str) -> dict:
     if not args.resume:
         journal.unlink(missing_ok=True)  # a fresh run: generations left in the folder by another are not reused
     info = {k: v for k, v in info.items() if k != "meta"}
+    processes = modeling.generation_processes(args.processes, model.device)
     samples, summary = evaluate(model, tokenizer, problems, settings, reward, prompt=prompt, ks=ks, journal=journal,
-                                model_key=model_key(model, info))
+                                model_key=model_key(model, info), processes=processes)
     summary["run"].update(dataset=args.dataset, split=args.split if named else None)
     summary = {"label": label, "created": datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:],
                "model": info, **summary}

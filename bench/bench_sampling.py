@@ -4,8 +4,9 @@
 Plain: the model as `from_pretrained` gives it, fp32, one torch thread, `generate` at batch 16 with a fixed number
 of new tokens (min = max), on the chat prompts of the shipped test problems, each asked `n` times: tokens/s = rows x
 new tokens / seconds of `generate` alone (no load, no judging).
-Toolkit: `python validate.py` with its defaults (the int8 sampling copy on CPU) on the same problems, samples and
-token cap, as a user runs it: a fresh process, wall time from start to exit, model load and judging included;
+Toolkit: `python validate.py` with its defaults (on CPU the int8 sampling copy, generating in one process per
+core), and without each lever, on the same problems, samples and token cap, as a user runs it: a fresh process,
+wall time from start to exit, model load and judging included;
 tokens/s = the completion tokens it generated (read back from its results.jsonl) / that wall time, and also the
 same rows x cap / wall time the plain side is measured with, for a like-for-like count when answers stop early.
 """
@@ -66,27 +67,37 @@ def toolkit_validate(model_name: str, problems: int, n: int, new_tokens: int, ex
             "sampler": summary["run"]["generation"]["sampler"]}
 
 
+# The toolkit's paths, each `python validate.py` with these flags added: its defaults, then each lever taken away.
+VALIDATE_PATHS = {
+    "validate_default": ("validate.py, defaults", []),
+    "validate_one_process": ("validate.py --processes 1", ["--processes", "1"]),
+    "validate_exact": ("validate.py --sampler exact --processes 1", ["--sampler", "exact", "--processes", "1"]),
+}
+
+
 def measure(model_name: str = "qwen2.5-coder-0.5b", n: int = 2, new_tokens: int = 256) -> dict:
-    """Both sides on the shipped test problems: the toolkit's default path, its exact sampler, and plain generate."""
+    """Both sides on the shipped test problems: plain generate between the toolkit's default path and the same
+    path without each lever (one generation process; then the exact sampler too)."""
     import data
 
     problems = data.load_problems("sample", "test")
-    fast = toolkit_validate(model_name, len(problems), n, new_tokens, [])
     plain = plain_generate(model_name, problems, n, new_tokens)
-    exact = toolkit_validate(model_name, len(problems), n, new_tokens, ["--sampler", "exact"])
-    return {"problems": len(problems), "n": n, "new_tokens": new_tokens, "plain_generate": plain,
-            "validate_default": fast, "validate_exact": exact,
-            "ratio_default": fast["tok_s"] / plain["tok_s"], "ratio_default_capped": fast["capped_tok_s"] / plain["tok_s"],
-            "ratio_exact": exact["tok_s"] / plain["tok_s"]}
+    paths = {key: toolkit_validate(model_name, len(problems), n, new_tokens, flags)
+             for key, (_, flags) in VALIDATE_PATHS.items()}
+    return {"problems": len(problems), "n": n, "new_tokens": new_tokens, "plain_generate": plain, **paths,
+            **{f"ratio_{key.removeprefix('validate_')}": v["tok_s"] / plain["tok_s"] for key, v in paths.items()},
+            "ratio_default_capped": paths["validate_default"]["capped_tok_s"] / plain["tok_s"]}
 
 
 def table(r: dict) -> str:
     plain = r["plain_generate"]
     rows = ["| path | tokens/s | against plain generate |", "|---|---|---|",
             f"| plain generate (fp32, 1 thread, batch 16, {r['new_tokens']} tokens fixed) | {plain['tok_s']:.1f} | 1.00 |"]
-    for key, label in (("validate_default", "validate.py, defaults"), ("validate_exact", "validate.py --sampler exact")):
+    for key, (label, _) in VALIDATE_PATHS.items():
         v = r[key]
-        rows.append(f"| {label} ({v['sampler']}; end to end, {v['wall_s']:.0f} s: generate {v['timing']['generate_s']:.0f} s, "
-                    f"judge {v['timing']['judge_s']:.0f} s) | {v['tok_s']:.1f} generated ({v['capped_tok_s']:.1f} at "
+        timing = v["timing"]
+        rows.append(f"| {label} ({v['sampler']}, {timing['processes']} generating process(es); end to end, "
+                    f"{v['wall_s']:.0f} s: generate {timing['generate_s']:.0f} s, "
+                    f"judge {timing['judge_s']:.0f} s) | {v['tok_s']:.1f} generated ({v['capped_tok_s']:.1f} at "
                     f"rows x cap) | {v['tok_s'] / plain['tok_s']:.2f} ({v['capped_tok_s'] / plain['tok_s']:.2f}) |")
     return "\n".join(rows)

@@ -227,3 +227,22 @@ def test_the_pass_counter_sees_an_old_log_prob_pass(tmp_path):
     generation's prefill + that pass's 2 groups x (prompt, completions)."""
     step = profile_tiny_step(tmp_path, "--num_iterations", "2")
     assert step["passes"]["logprob_calls_no_grad"] == 1 and step["passes"]["long_no_grad_forwards"] == 1 + 4
+
+
+@pytest.mark.slow  # three validate.py processes and a plain generate: about a minute on 2 cores
+def test_sampling_yardstick_runs_each_path_on_the_tiny_model():
+    """bench_sampling's two sides (plain generate, and validate.py as a user runs it with and without each lever)
+    on the tiny model: each path runs end to end, says how many processes generated, and gets its ratio."""
+    from bench import bench_sampling
+
+    import data
+
+    problems = data.load_problems("sample", "test", 2)
+    plain = bench_sampling.plain_generate("tiny", problems, n=2, new_tokens=8, batch_size=2)
+    assert plain["rows"] == 4 and plain["tokens"] == 32 and plain["tok_s"] > 0
+    paths = {key: bench_sampling.toolkit_validate("tiny", 2, 2, 8, flags)
+             for key, (_, flags) in bench_sampling.VALIDATE_PATHS.items()}
+    assert [v["timing"]["processes"] for v in paths.values()][1:] == [1, 1]
+    assert [v["sampler"] for v in paths.values()] == ["int8", "int8", "exact"]
+    table = bench_sampling.table({"new_tokens": 8, "plain_generate": plain, **paths})
+    assert table.count("\n") == 5 and "validate.py --processes 1 (int8, 1 generating process(es)" in table

@@ -177,6 +177,63 @@ def test_sampling_is_seeded_and_padding_side_restored(tiny):
     tokenizer.padding_side = "left"
 
 
+def test_processes_write_what_one_process_writes(tiny, tmp_path):
+    """Batches shared out among forked processes come back in prompt order with the completions one process
+    draws (each batch seeds itself), with and without a journal; a resumed run's processes draw only what the
+    journal lacks."""
+    model, tokenizer = tiny
+    prompts = [evaluation.prompt_text(p, tokenizer) for p in data.load_problems("sample", "test", 3)]
+    settings = evaluation.GenerationSettings(max_new_tokens=8, temperature=1.0, n=2, batch_size=2, seed=3)
+    alone = evaluation.generate(model, tokenizer, prompts, settings, progress=False)
+    assert evaluation.generate(model, tokenizer, prompts, settings, progress=False, processes=2) == alone
+    journal = evaluation.Journal(tmp_path / evaluation.GENERATIONS_FILE, "key")
+    assert evaluation.generate(model, tokenizer, prompts, settings, False, journal, processes=3) == alone
+    assert sorted(journal.read()) == [0, 1, 2]
+    lines = journal.path.read_text().splitlines()
+    journal.path.write_text(lines[0] + "\n")
+    resumed = evaluation.Journal(journal.path, "key")
+    assert evaluation.generate(model, tokenizer, prompts, settings, False, resumed, processes=2) == alone
+    assert len(journal.path.read_text().splitlines()) == 3
+
+
+class FailingTokenizer:
+    """The tiny tokenizer, failing when asked to encode a batch that holds `bad` (so one generation process fails)."""
+
+    def __init__(self, tokenizer, bad: str):
+        object.__setattr__(self, "tokenizer", tokenizer)
+        object.__setattr__(self, "bad", bad)
+
+    def __call__(self, texts, **kwargs):
+        if self.bad in texts:
+            raise RuntimeError("drawing this batch failed")
+        return self.tokenizer(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.tokenizer, name, value)
+
+
+def test_a_failing_process_ends_the_run_and_keeps_what_landed(tiny, tmp_path, capfd):
+    model, tokenizer = tiny
+    prompts = sorted((evaluation.prompt_text(p, tokenizer) for p in data.load_problems("sample", "test", 2)), key=len)
+    settings = evaluation.GenerationSettings(max_new_tokens=4, temperature=1.0, n=2, batch_size=2)
+    journal = evaluation.Journal(tmp_path / evaluation.GENERATIONS_FILE, "key")
+    with pytest.raises(evaluation.GenerationError, match="a generation process failed"):
+        evaluation.generate(model, FailingTokenizer(tokenizer, prompts[0]), prompts, settings, False, journal, processes=2)
+    assert "drawing this batch failed" in capfd.readouterr().err  # the child's traceback
+    assert list(journal.read()) == [0]  # the longest prompt's batch landed; the shortest one's process failed
+
+
+def test_processes_default_to_the_cores_and_stay_on_cpu():
+    threads = torch.get_num_threads()
+    assert modeling.generation_processes(None, "cpu") == max(1, modeling.usable_cores() // threads)
+    assert modeling.generation_processes(3, "cpu") == 3 and modeling.generation_processes(None, "cuda") == 1
+    with pytest.raises(errors.UsageError, match="on CPU only"):
+        modeling.generation_processes(2, "cuda")
+
+
 def test_skipped_problems_are_listed_and_not_counted(tiny, problems):
     model, tokenizer = tiny
     lengths = sorted(len(tokenizer(evaluation.prompt_text(p, tokenizer)).input_ids) for p in problems[:4])
@@ -266,6 +323,7 @@ def test_adapter_of_another_base_model_is_refused(tmp_path, capsys):
     (["--baseline", "--k", "1,5"], "pass@5 needs --n >= 5"),
     (["--baseline", "--n", "3"], "--n > 1 needs --temperature > 0"),
     (["--baseline", "--batch_size", "0"], "--batch_size must be positive"),
+    (["--baseline", "--processes", "0"], "--processes must be positive"),
     (["--baseline", "--checkpoint_path", "x"], "not allowed with argument"),
     (["--baseline", "--dataset", "sample", "--split", "valid"], "has no split 'valid'"),
 ])
@@ -296,7 +354,8 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path, capsys):
     assert resumed["timing"]["resumed_batches"] == 1
     assert resumed["per_problem"] == whole["per_problem"] and read_run(out)[1] == whole_rows
     kept = journal.read_text().splitlines()
-    assert kept[1] == lines[1][:40] and [json.loads(kept[i])["batch"] for i in (0, 2, 3)] == [0, 1, 2]  # cut, ended
+    # the cut line stays and is ended; the two generation processes may land batches 1 and 2 in either order
+    assert kept[1] == lines[1][:40] and sorted(json.loads(kept[i])["batch"] for i in (0, 2, 3)) == [0, 1, 2]
     assert exit_message(capsys, [*flags, "--max_completion_length", "10", "--resume"]).startswith(
         f"error: {journal} holds the generations of another run")
     assert exit_message(capsys, ["--baseline", *FAST, "--resume"]) == \
