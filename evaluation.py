@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import signal
 import sys
@@ -232,7 +233,8 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings,
 
 def _generate_forked(draw: Callable[[int], list[Completion]], todo: list[int], processes: int,
                      journal: Journal | None, landed: Callable[[int], None]) -> dict[int, list[Completion]]:
-    """Draw the batches `todo` in `processes` forked children, batch k by child k mod processes; {index: batch}.
+    """Draw the batches `todo` in `processes` forked children, each taking the next batch no child has taken
+    when it is free (batches differ in length, so a fixed share would leave a core idle); {index: batch}.
 
     Forked after the model (and its sampling copy) are built, the children share their weights with the parent
     page by page instead of loading them again; each child inherits the parent's torch threads. The children hand
@@ -246,13 +248,14 @@ def _generate_forked(draw: Callable[[int], list[Completion]], todo: list[int], p
             journal = Journal(folder / GENERATIONS_FILE, "forked")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the children tokenize; say so once, not per fork
         sys.stdout.flush(), sys.stderr.flush()
+        taken = multiprocessing.get_context("fork").Value("i", 0)  # how many of `todo` children have taken
         children = []
-        for rank in range(min(processes, len(todo))):
+        for _ in range(min(processes, len(todo))):
             pid = os.fork()
-            if pid == 0:  # the child: draw its share, then leave without running the parent's exit handlers
+            if pid == 0:  # the child: draw batches until none is left, then leave without the parent's exit handlers
                 status = 0
                 try:
-                    for index in todo[rank::processes]:
+                    while (index := _take(taken, todo)) is not None:
                         journal.record(index, draw(index))
                 except BaseException:
                     traceback.print_exc()
@@ -282,6 +285,15 @@ def _generate_forked(draw: Callable[[int], list[Completion]], todo: list[int], p
             raise GenerationError(f"a generation process failed (exit code {failed[0]}; its error is above); "
                                   f"the batches that landed stay in {journal.path}")
         return {index: on_disk[index] for index in todo}
+
+
+def _take(taken, todo: list[int]) -> int | None:
+    """The next batch of `todo` no generation process has taken yet, or None when all are taken."""
+    with taken.get_lock():
+        if taken.value == len(todo):
+            return None
+        taken.value += 1
+        return todo[taken.value - 1]
 
 
 def _stop_children(pids: list[int]) -> None:

@@ -97,6 +97,32 @@ def test_the_copy_is_rebuilt_when_v_moves_and_only_then(tiny):
         peft.unload()
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_int8_layers_are_the_ones_from_float_makes(bias):
+    """The copy's layers skip from_float's random init and placeholder packing, not its observer or rounding:
+    the same int8 weights and bit-identical outputs, so copies built before and after pair sample by sample."""
+    import warnings
+
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    torch.manual_seed(0)
+    weight, b = torch.randn(48, 40) * 0.05, torch.randn(48) if bias else None
+    plain = torch.nn.Linear(40, 48, bias=bias)
+    with torch.no_grad():
+        plain.weight.copy_(weight)
+        if bias:
+            plain.bias.copy_(b)
+    plain.qconfig = per_channel_dynamic_qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = DynamicLinear.from_float(plain)
+    layer = sampling._quantized_linear(weight, b)
+    x = torch.randn(5, 40)
+    assert torch.equal(layer.weight().int_repr(), reference.weight().int_repr())
+    assert torch.equal(layer(x), reference(x)) and (layer.in_features, layer.out_features) == (40, 48)
+
+
 def test_outlier_channels_take_the_fp32_path():
     """An input with one massive channel (as Qwen2's down_proj sees): split int8 stays close to fp32, plain int8
     loses every ordinary channel to the outlier's scale."""
