@@ -456,12 +456,13 @@ def evaluate(model, tokenizer, problems: list[dict], settings: GenerationSetting
 
 def run_validation(model, tokenizer, problems: list[dict], *, max_new_tokens: int, batch_size: int,
                    prompt: data.PromptSettings = data.PromptSettings(), reward: utils.CodeReward | None = None,
-                   progress: bool = False, sampler: str = "exact") -> dict:
+                   progress: bool = False, sampler: str = "exact", processes: int = 1) -> dict:
     """Greedy metrics (pass@1, compile_rate, avg_reward, ...) for the training callback, on validate.py's reward
     (all tests) by default so `best/` is chosen by what validate.py will report; the model may be a PeftModel in
     training mode: it is evaluated without gradients and handed back in training mode."""
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, sampler=sampler)
-    return evaluate(model, tokenizer, problems, settings, reward, prompt=prompt, progress=progress)[1]["metrics"]
+    return evaluate(model, tokenizer, problems, settings, reward, prompt=prompt, progress=progress,
+                    processes=processes)[1]["metrics"]
 
 
 # ----------------------------------------------------------------------------------------------------------------

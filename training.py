@@ -255,7 +255,8 @@ def make_trainer_class():
             if state.global_step % validation.settings.val_steps or not state.is_world_process_zero:
                 return
             model, output_dir = self.trainer.model, Path(args.output_dir)
-            metrics = validation.metrics(model, self.trainer.processing_class, args.per_device_eval_batch_size)
+            metrics = validation.metrics(model, self.trainer.processing_class, args.per_device_eval_batch_size,
+                                         args.world_size)
             print(f"validation @ step {state.global_step}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
             state.log_history.append({**metrics, "step": state.global_step})
             records.append_metrics(output_dir, {"step": state.global_step, **metrics})
@@ -364,6 +365,14 @@ def grpo_trainer(model, tokenizer, reward: utils.CodeReward, grpo, dataset, info
 
 
 # ------------------------------------------------------------------------------------ validation and comparison
+def generation_processes(model, world_size: int) -> int:
+    """Validation and the comparison generate as test.py does (one forked process per core on CPU), except in a
+    run of several training processes, which already share the machine."""
+    import modeling
+
+    return modeling.generation_processes(None, model.device) if world_size == 1 else 1
+
+
 class Validation(NamedTuple):
     """Validation during training (--do_validate): every `settings.val_steps` steps, greedy pass@1 on held-out
     `problems` asked with the training prompt, through validate.py's code path and reward. The trainer keeps the
@@ -374,13 +383,14 @@ class Validation(NamedTuple):
     prompt: data.PromptSettings
     sampler: sampling.SamplerSettings
 
-    def metrics(self, model, tokenizer, batch_size: int) -> dict:
+    def metrics(self, model, tokenizer, batch_size: int, world_size: int = 1) -> dict:
         """{"val/pass@1", "val/compile_rate", "val/avg_reward"} of `model` now."""
         import evaluation
 
         summary = evaluation.run_validation(model, tokenizer, self.problems,
                                             max_new_tokens=self.settings.val_max_completion_length,
-                                            batch_size=batch_size, prompt=self.prompt, sampler=self.sampler.weights)
+                                            batch_size=batch_size, prompt=self.prompt, sampler=self.sampler.weights,
+                                            processes=generation_processes(model, world_size))
         return {f"val/{k}": summary[k] for k in ("pass@1", "compile_rate", "avg_reward") if k in summary}
 
 
@@ -407,7 +417,8 @@ class Comparison(NamedTuple):
         judge = (dataclasses.replace(self.reward.judge, binary=False) if self.run.compare_split == "train"
                  else evaluation.EVAL_JUDGE)
         samples, summary = evaluation.evaluate(trainer.model, trainer.processing_class, self.problems, settings,
-                                               evaluation.evaluation_reward(judge), prompt=self.prompt)
+                                               evaluation.evaluation_reward(judge), prompt=self.prompt,
+                                               processes=generation_processes(trainer.model, grpo.world_size))
         summary["label"] = label
         evaluation.write_outputs(Path(grpo.output_dir) / f"eval_{label}", samples, summary)
         return summary

@@ -137,6 +137,17 @@ def test_validation_keeps_best(coder, tmp_path):
     assert [e["val/pass@1"] for e in metrics(tmp_path) if "val/pass@1" in e] == [meta["validation"]["val/pass@1"]]
 
 
+def test_validation_and_comparison_fork_only_in_a_single_process_run():
+    from types import SimpleNamespace
+
+    import training
+
+    on_cpu = SimpleNamespace(device=torch.device("cpu"))
+    assert training.generation_processes(on_cpu, 1) == modeling.generation_processes(None, "cpu")
+    assert training.generation_processes(on_cpu, 2) == 1
+    assert training.generation_processes(SimpleNamespace(device=torch.device("cuda", 0)), 1) == 1
+
+
 def test_the_training_prompt_travels_with_the_adapter(tmp_path, monkeypatch):
     """--system_prompt reaches the training rows, validation during training, --compare_before_after, the
     checkpoint manifest and the adapter's metadata, and test.py asks the saved adapter with it unless told otherwise."""
@@ -161,7 +172,9 @@ def test_the_training_prompt_travels_with_the_adapter(tmp_path, monkeypatch):
                            "--compare_before_after", "--n", "2", "--output_dir", str(tmp_path)])
     trained = data.PromptSettings(system_prompt=custom)
     assert asked == [trained]
-    assert json.loads((tmp_path / "eval_before" / "summary.json").read_text())["run"]["prompt"] == trained.to_dict()
+    before = json.loads((tmp_path / "eval_before" / "summary.json").read_text())
+    assert before["run"]["prompt"] == trained.to_dict()
+    assert before["timing"]["processes"] == modeling.generation_processes(None, "cpu")  # test.py's fast default
     assert json.loads((tmp_path / "checkpoint-1" / "manifest.json").read_text())["prompt"] == trained.to_dict()
     assert data.PromptSettings.from_meta(tinylora.read_meta(final)) == trained
 
