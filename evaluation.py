@@ -213,10 +213,7 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings,
     todo = [index for index in range(len(batches)) if index not in done]
     with tqdm(total=len(jobs), desc="generate", unit="sample", disable=not progress) as bar, _left_padding(tokenizer):
         bar.update(sum(len(batches[index]) for index in done))
-        if processes > 1 and len(todo) > 1:
-            if model.device.type != "cpu":
-                raise errors.UsageError("generation in several processes runs on CPU only (a forked process "
-                                        "cannot use the parent's GPU); pass --processes 1")
+        if modeling.generation_processes(processes, model.device) > 1 and len(todo) > 1:
             done.update(_generate_forked(draw, todo, processes, journal, lambda index: bar.update(len(batches[index]))))
         else:
             for index in todo:
@@ -239,8 +236,8 @@ def _generate_forked(draw: Callable[[int], list[Completion]], todo: list[int], p
     Forked after the model (and its sampling copy) are built, the children share their weights with the parent
     page by page instead of loading them again; each child inherits the parent's torch threads. The children hand
     their batches back through the journal (a temporary one without `journal`), one append per batch, while the
-    parent reports each as it lands; a child that fails ends the run with an error naming it (its traceback is on
-    stderr), and the batches that did land stay in the journal for `--resume`.
+    parent reports each as it lands; a child that fails ends the run with an error giving its exit code (its
+    traceback is on stderr), and the batches that did land stay in the journal for `--resume`.
     """
     with contextlib.ExitStack() as stack:
         if journal is None:
@@ -249,7 +246,8 @@ def _generate_forked(draw: Callable[[int], list[Completion]], todo: list[int], p
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the children tokenize; say so once, not per fork
         sys.stdout.flush(), sys.stderr.flush()
         taken = multiprocessing.get_context("fork").Value("i", 0)  # how many of `todo` children have taken
-        children = []
+        children: list[int] = []
+        stack.callback(_stop_children, children)  # before the first fork: an error while forking stops those forked
         for _ in range(min(processes, len(todo))):
             pid = os.fork()
             if pid == 0:  # the child: draw batches until none is left, then leave without the parent's exit handlers
@@ -264,7 +262,6 @@ def _generate_forked(draw: Callable[[int], list[Completion]], todo: list[int], p
                     sys.stdout.flush(), sys.stderr.flush()
                     os._exit(status)
             children.append(pid)
-        stack.callback(_stop_children, children)
         on_disk: dict[int, list[Completion]] = {}
         size, failed = -1, []
         while children:
@@ -275,8 +272,9 @@ def _generate_forked(draw: Callable[[int], list[Completion]], todo: list[int], p
                     children.remove(pid)
                     if os.waitstatus_to_exitcode(status) != 0:
                         failed.append(os.waitstatus_to_exitcode(status))
-            if journal.path.exists() and journal.path.stat().st_size != size:  # read again only what grew
-                size = journal.path.stat().st_size
+            grown = journal.path.stat().st_size if journal.path.exists() else -1
+            if grown != size:  # read again only when the journal grew
+                size = grown
                 landed_now = {index: batch for index, batch in journal.read().items() if index in todo}
                 for index in sorted(landed_now.keys() - on_disk.keys()):
                     landed(index)
