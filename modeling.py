@@ -221,6 +221,7 @@ def configure_threads(requested: int | None = None, small_model: bool = False) -
 
 
 def usable_cores() -> int:
+    """The cores this process may run on: its affinity (which containers and `taskset` narrow), else the machine's."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
