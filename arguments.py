@@ -120,6 +120,7 @@ class SftArguments:
 
     solutions_per_problem: int = field(default=1, metadata={"help": "reference solutions used per problem"})
     loss_samples: int = field(default=64, metadata={"help": "examples whose loss is reported before and after"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest complete checkpoint"})
 
 
 GRPO_CONCERNS = (ModelArguments, AdapterArguments, DataArguments, PromptArguments, RolloutArguments, RewardArguments,

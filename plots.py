@@ -27,10 +27,11 @@ def save(fig: Figure, path: Path) -> Path:
 
 def training_curves(log_history: list[dict], path: Path, title: str = "") -> Path | None:
     """A GRPO run's curves by step: mean reward with its ± std band, and the judge's full-pass, compile and no-code
-    rates, with validation pass@1 as points when the run validated. None when no step was logged."""
+    rates, with validation pass@1 as points when the run validated; an SFT run's training loss by step. None when
+    no step was logged."""
     steps = [e for e in log_history if e.get("reward") is not None]
     if not steps:
-        return None
+        return _loss_curve([e for e in log_history if "loss" in e], path, title)
     x = [e["step"] for e in steps]
     fig = Figure(figsize=(11, 4))
     reward_ax, rate_ax = fig.subplots(1, 2)
@@ -56,6 +57,23 @@ def training_curves(log_history: list[dict], path: Path, title: str = "") -> Pat
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
+def _loss_curve(steps: list[dict], path: Path, title: str) -> Path | None:
+    """An SFT run's training loss (the answer tokens' cross-entropy) by step; None when no step was logged."""
+    if not steps:
+        return None
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.plot([e["step"] for e in steps], [e["loss"] for e in steps], marker=".", label="training loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy of the answer tokens")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return save(fig, path)

@@ -82,17 +82,25 @@ def sft_loss(model, examples: list[dict], batch_size: int = 8) -> float:
     return total / max(tokens, 1)
 
 
-def sft_trainer(model, tokenizer, sft, examples: list[dict]):
-    """TRL's SFTTrainer on our pre-tokenized examples, with v kept in fp32 (TRL casts 4-bit models' to bf16)."""
+def sft_trainer(model, tokenizer, sft, examples: list[dict], run_info: dict):
+    """TRL's SFTTrainer on our pre-tokenized examples, with v kept in fp32 (TRL casts 4-bit models' to bf16), and
+    what train_rl.py's trainer has besides: checkpoints `--resume` can trust (their manifests record `run_info`),
+    one console line per step, and OUTPUT_DIR/metrics.jsonl."""
     from datasets import Dataset
     from trl import SFTTrainer
 
     import tinylora
+    import training
+
+    class TinyLoraSFTTrainer(training.ManifestCheckpoints, SFTTrainer):
+        pass
 
     dataset = Dataset.from_list([{k: e[k] for k in ("input_ids", "labels")} for e in examples])
     try:
-        trainer = SFTTrainer(model=model, args=sft, train_dataset=dataset, processing_class=tokenizer)
+        trainer = TinyLoraSFTTrainer(model=model, args=sft, train_dataset=dataset, processing_class=tokenizer)
     except ValueError as err:
         raise errors.UsageError(str(err).splitlines()[0])
+    trainer.run_info = run_info
     tinylora.ensure_v_fp32(trainer.model)
+    training.run_log_callbacks(trainer)
     return trainer

@@ -7,8 +7,9 @@ The paper's claim is that RL beats SFT at the same tiny budget; this is the SFT 
 adapter, its flags (--u --rank --tie --model --no_quant --dataset --num_problems ...) and the prompts are exactly
 train_rl.py's; only the objective differs: the answer is the problem's reference solution as one ```cpp block
 (code_contests `reference_solutions`, the shipped set's data/sample/solutions/), and the loss covers the answer
-tokens only. Every TRL SFTConfig field is a flag and a YAML key (`--config FILE`). Evaluate the saved adapter
-with the same `python test.py --checkpoint_path OUT/final` (it is asked with the prompt it was trained on).
+tokens only. Every TRL SFTConfig field is a flag and a YAML key (`--config FILE`). Checkpoints carry
+train_rl.py's manifests, so a stopped run continues with `--resume`. Evaluate the saved adapter with the same
+`python test.py --checkpoint_path OUT/final` (it is asked with the prompt it was trained on).
 """
 from __future__ import annotations
 
@@ -34,20 +35,20 @@ def main(argv: list[str] | None = None) -> Path:
     config, own = flags.config, flags.sft
     prompt = data.PromptSettings().overridden(flags.prompt)
     device = training.configure_device(config)
+    resume_from = training.resume_checkpoint(Path(config.output_dir)) if own.resume else None
     model, tokenizer, loaded = modeling.load_adapted_model(flags.model.model, not flags.model.no_quant, flags.adapter,
                                                            seed=config.seed, device=device)
     print(modeling.describe_loaded(loaded, device))
     problems = data.load_problems(flags.data.dataset, "train", flags.data.num_problems, config.seed)
     examples = sft.build_examples(problems, tokenizer, config.max_length, own.solutions_per_problem, prompt)
     probe = examples[:own.loss_samples]
-    loss_before = sft.sft_loss(model, probe, config.per_device_eval_batch_size)
-    trainer = sft.sft_trainer(model, tokenizer, config, examples)
-    trainer.train()
+    loss_before = sft.sft_loss(model, probe, config.per_device_eval_batch_size)  # v = 0, resumed or not
+    info = records.run_info(flags.concerns(), config, prompt, sft.examples_hash(examples), method="sft")
+    trainer = sft.sft_trainer(model, tokenizer, config, examples, info)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     loss_after = sft.sft_loss(trainer.model, probe, config.per_device_eval_batch_size)
     print(f"SFT loss on {len(probe)} training examples: {loss_before:.4f} -> {loss_after:.4f}")
-    info = records.run_info(flags.concerns(), config, prompt, sft.examples_hash(examples), method="sft",
-                            sft_loss={"before": loss_before, "after": loss_after})
-    return training.save_final(trainer, info)
+    return training.save_final(trainer, {**info, "sft_loss": {"before": loss_before, "after": loss_after}})
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ def configure_device(trainer_args) -> str:
         set_checkpointing(trainer_args, True, use_reentrant=False)
         return str(PartialState().device)
     trainer_args.use_cpu = True
+    trainer_args.dataloader_pin_memory = False  # no accelerator to pin for: torch warns once per epoch otherwise
     set_bf16(trainer_args, False)
     set_checkpointing(trainer_args, False)  # TRL turns it on by default; on CPU memory is plentiful and time is not
     return "cpu"
@@ -144,6 +145,34 @@ def resume_checkpoint(output_dir: Path) -> Path:
         raise errors.UsageError(f"--resume: no complete checkpoint in {output_dir}; drop --resume to start fresh")
     print(f"resuming from {found}")
     return found
+
+
+class ManifestCheckpoints:
+    """A transformers Trainer mixin (before the Trainer in the bases) whose checkpoints `--resume` can trust: each
+    is written into a staging dir, given its manifest (`run_info` and every file's sha256), then renamed, so no
+    reader sees half a checkpoint; then all but the newest `save_total_limit` go. GRPO and SFT runs share it."""
+
+    run_info: dict  # set by the trainer class: the run's config, recorded in every manifest
+    _staging: Path | None = None
+
+    def _get_output_dir(self, trial):
+        return str(self._staging) if self._staging else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        root = Path(self.args.output_dir)
+        self._staging = root / ".staging"
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        if not self.args.should_save:
+            return
+        name = f"checkpoint-{self.state.global_step}"
+        with paths.replaced_atomically(root / name) as tmp:
+            (root / ".staging" / name).rename(tmp)
+            write_manifest(tmp, {**self.run_info, "global_step": self.state.global_step})
+        for old in checkpoints(root)[self.args.save_total_limit or 10**9:]:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------- what a run shows
@@ -266,7 +295,7 @@ def make_trainer_class():
                 meta = {**self.trainer.run_info, "global_step": state.global_step, "validation": metrics}
                 tinylora.save_tiny_lora(model, output_dir / "best", extra_meta=meta)
 
-    class TinyLoraGRPOTrainer(GRPOTrainer):
+    class TinyLoraGRPOTrainer(ManifestCheckpoints, GRPOTrainer):
         def __init__(self, *args, run_info: dict, sampler: sampling.Sampler | None = None,
                      recompute_scoring: bool = False, validation: Validation | None = None,
                      comparison: Comparison | None = None, **kwargs):
@@ -279,7 +308,6 @@ def make_trainer_class():
             run_log_callbacks(self)
             self.run_info = run_info
             self.sampler = sampler or sampling.Sampler(sampling.SamplerSettings("exact"))
-            self._staging: Path | None = None
 
         def train(self, *args, **kwargs):
             """TRL's training, between the two samples of the comparison when there is one (each process samples
@@ -303,9 +331,6 @@ def make_trainer_class():
             finally:
                 self.model_wrapped = trained
 
-        def _get_output_dir(self, trial):
-            return str(self._staging) if self._staging else super()._get_output_dir(trial)
-
         @profiling_decorator  # as TRL's own: its timing (the run's logs) keeps seeing the scoring pass
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                                batch_size=None, compute_entropy=False, compute_aux_loss=False, **media):
@@ -322,23 +347,6 @@ def make_trainer_class():
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
                 compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **media)
-
-        def _save_checkpoint(self, model, trial):
-            """Written into a staging dir, given its manifest, then renamed: no reader sees half a checkpoint."""
-            root = Path(self.args.output_dir)
-            self._staging = root / ".staging"
-            try:
-                super()._save_checkpoint(model, trial)
-            finally:
-                self._staging = None
-            if not self.args.should_save:
-                return
-            name = f"checkpoint-{self.state.global_step}"
-            with paths.replaced_atomically(root / name) as tmp:
-                (root / ".staging" / name).rename(tmp)
-                write_manifest(tmp, {**self.run_info, "global_step": self.state.global_step})
-            for old in checkpoints(root)[self.args.save_total_limit or 10**9:]:
-                shutil.rmtree(old, ignore_errors=True)
 
     return TinyLoraGRPOTrainer
 
