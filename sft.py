@@ -93,7 +93,7 @@ def sft_trainer(model, tokenizer, sft, examples: list[dict], run_info: dict):
     import training
 
     class TinyLoraSFTTrainer(training.ManifestCheckpoints, SFTTrainer):
-        pass
+        """TRL's SFTTrainer whose checkpoints carry train_rl.py's manifests."""
 
     dataset = Dataset.from_list([{k: e[k] for k in ("input_ids", "labels")} for e in examples])
     try:
