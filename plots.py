@@ -52,14 +52,19 @@ def training_curves(log_history: list[dict], path: Path, title: str = "") -> Pat
     rate_ax.set_ylabel("fraction of completions")
     rate_ax.set_ylim(-0.03, 1.03)
     for ax in (reward_ax, rate_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        _by_step(ax)
         ax.set_xlim(x[0] - 0.5, x[-1] + 0.5)  # whole steps as ticks, also for a one-step run
-        ax.set_xlabel("optimizer step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return save(fig, path)
+
+
+def _by_step(ax) -> None:
+    """A training curve's x axis (whole optimizer steps), grid and legend."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel("optimizer step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def _loss_curve(steps: list[dict], path: Path, title: str) -> Path | None:
@@ -69,11 +74,8 @@ def _loss_curve(steps: list[dict], path: Path, title: str) -> Path | None:
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     ax.plot([e["step"] for e in steps], [e["loss"] for e in steps], marker=".", label="training loss")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy of the answer tokens")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _by_step(ax)
     if title:
         fig.suptitle(title, fontsize=10)
     return save(fig, path)

@@ -14,6 +14,22 @@ SHARED_REALDATA = next((p / "shared" / "realdata" for p in ROOT.parents if (p / 
 sys.path.insert(0, str(ROOT))
 
 
+def saved_v(adapter: Path):
+    """The trained vector v of a saved TinyLoRA adapter (final/, best/ or a checkpoint)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(adapter / "adapter_model.safetensors"))["base_model.tinylora_v.0"]
+
+
+def logged_metrics(output_dir: Path) -> list[dict]:
+    """A training run's OUTPUT_DIR/metrics.jsonl, one dict per log."""
+    import json
+
+    import records
+
+    return [json.loads(line) for line in (output_dir / records.METRICS_FILE).read_text().splitlines()]
+
+
 def is_png(path: Path) -> bool:
     """A drawn picture: PNG's signature and more bytes than an empty frame (the scripts' PNGs are 20-90 kB)."""
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

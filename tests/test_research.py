@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import is_png
-from safetensors.torch import load_file
+from conftest import is_png, logged_metrics, saved_v
 
 import data
 import loss_surface
 import modeling
-import records
 import sweep
 import tinylora
 import training
@@ -187,27 +185,19 @@ def test_sft_resumes_from_its_checkpoint_with_identical_v(tmp_path, capsys):
     unbroken run, and one console line, metrics.jsonl and a loss curve per step."""
     out = tmp_path / "sft"
     argv = [*SFT_ARGS, "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--output_dir", str(out)]
-    unbroken = tinylora_v(train_sft.main(argv))
+    unbroken = saved_v(train_sft.main(argv))
     assert training.checkpoint_problem(out / "checkpoint-2") is None
     assert "step 1/4: loss " in capsys.readouterr().out
-    assert [e["step"] for e in metrics(out) if "loss" in e] == [1, 2, 3, 4] and is_png(out / training.CURVES_FILE)
-    at_step_2 = tinylora_v(out / "checkpoint-2")
+    assert [e["step"] for e in logged_metrics(out) if "loss" in e] == [1, 2, 3, 4] and is_png(out / training.CURVES_FILE)
+    at_step_2 = saved_v(out / "checkpoint-2")
     for stopped in ("checkpoint-4", "final"):  # as if the run had died after step 2
         shutil.rmtree(out / stopped)
-    resumed = tinylora_v(train_sft.main([*argv, "--resume"]))
+    resumed = saved_v(train_sft.main([*argv, "--resume"]))
     console = capsys.readouterr().out
     assert "resuming from" in console and "step 2/4: loss " not in console and "step 3/4: loss " in console
-    assert [e["step"] for e in metrics(out) if "loss" in e] == [1, 2, 3, 4]  # steps 3 and 4 of the first run replaced
+    assert [e["step"] for e in logged_metrics(out) if "loss" in e] == [1, 2, 3, 4]  # steps 3 and 4 of the first run replaced
     assert not torch.equal(resumed, at_step_2)
     assert torch.allclose(resumed, unbroken, atol=1e-7)  # same v, optimizer state and data order
-
-
-def tinylora_v(adapter: Path) -> torch.Tensor:
-    return load_file(str(adapter / "adapter_model.safetensors"))["base_model.tinylora_v.0"]
-
-
-def metrics(output_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (output_dir / records.METRICS_FILE).read_text().splitlines()]
 
 
 def test_sft_without_reference_solutions_is_one_line(tmp_path, capsys):

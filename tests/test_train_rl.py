@@ -13,14 +13,13 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from conftest import is_png, load_script
+from conftest import is_png, load_script, logged_metrics, saved_v
 
 import arguments
 import data
 import errors
 import evaluation
 import modeling
-import records
 import tinylora
 import train_rl
 import training
@@ -40,16 +39,8 @@ def run(tmp: Path, *extra: str) -> Path:
     return train_rl.main(["32", "8", *FAST, "--output_dir", str(tmp), *extra])
 
 
-def saved_v(adapter: Path) -> torch.Tensor:
-    return load_file(str(adapter / "adapter_model.safetensors"))["base_model.tinylora_v.0"]
-
-
 def frozen_factors(adapter: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in load_file(str(adapter / "adapter_model.safetensors")).items() if "tinylora_v" not in k}
-
-
-def metrics(output_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (output_dir / records.METRICS_FILE).read_text().splitlines()]
 
 
 @pytest.mark.parametrize("quant", [False, True], ids=["fp32", "nf4"])
@@ -71,7 +62,7 @@ def test_two_grpo_steps_train_v_and_nothing_else(coder, tmp_path, capsys, quant)
 
     out = capsys.readouterr().out
     assert "step 1/2 | reward " in out and "step 2/2 | reward " in out and "'completions/mean_length'" not in out
-    logged = metrics(tmp_path)
+    logged = logged_metrics(tmp_path)
     assert [e["step"] for e in logged] == [1, 2, 2]  # two steps, then the end-of-training summary
     assert logged[:2] == [e for e in log if "loss" in e]  # everything the Trainer logged, not a digest
     assert {"reward", "reward_std", "judge/full_pass_rate", "completions/mean_length"} <= set(logged[0])
@@ -113,7 +104,7 @@ def test_resume_continues_from_the_checkpoint_with_identical_v(coder, tmp_path):
     resumed = saved_v(run(tmp_path, "--no_quant", "--max_steps", "4", "--save_steps", "2", "--resume"))
     state = json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
-    assert [e["step"] for e in metrics(tmp_path)] == [1, 2, 3, 4, 4]  # steps 3 and 4 of the first run replaced
+    assert [e["step"] for e in logged_metrics(tmp_path)] == [1, 2, 3, 4, 4]  # steps 3 and 4 of the first run replaced
     assert not torch.equal(resumed, at_step_2)
     assert torch.allclose(resumed, uninterrupted, atol=1e-7)  # same v, optimizer, RNG and data order
 
@@ -134,7 +125,7 @@ def test_validation_keeps_best(coder, tmp_path):
         "--val_num_problems", "2", "--val_max_completion_length", "32")
     meta = tinylora.read_meta(tmp_path / "best")
     assert meta["global_step"] == 1 and "val/pass@1" in meta["validation"]
-    assert [e["val/pass@1"] for e in metrics(tmp_path) if "val/pass@1" in e] == [meta["validation"]["val/pass@1"]]
+    assert [e["val/pass@1"] for e in logged_metrics(tmp_path) if "val/pass@1" in e] == [meta["validation"]["val/pass@1"]]
 
 
 def test_validation_and_comparison_fork_only_in_a_single_process_run():
@@ -303,7 +294,7 @@ def test_two_process_accelerate_run(coder, tmp_path):
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("TinyLoRA: 32 trainable parameters") == 2  # each process built its model
-    steps = [e for e in metrics(tmp_path) if "loss" in e]  # written by the main process alone: one line per step
+    steps = [e for e in logged_metrics(tmp_path) if "loss" in e]  # written by the main process alone: one line per step
     assert [e["step"] for e in steps] == [1, 2]
     assert steps[0]["epoch"] == pytest.approx(2 / 4)  # a step saw 2 prompts x 4 samples: one prompt per process
     assert any(e["reward_std"] > 0 for e in steps), "every group tied: no signal; pick problems the model splits on"
