@@ -1,15 +1,17 @@
-"""Where files go and how they are written: the per-machine cache, and replacing a file or folder in one rename.
+"""Where files go and how they are written: the per-machine cache, replacing a file or folder in one rename, and
+building a cache entry once when several processes want it at the same time.
 
-Datasets, cached models, compiled programs, adapters and checkpoints all need these two, so they live in a module
+Datasets, cached models, compiled programs, adapters and checkpoints all need these, so they live in a module
 that imports none of ours and that any other module can import without pulling in the judge or the models.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -37,3 +39,25 @@ def replaced_atomically(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+
+
+def built_once(path: Path, done: Path, build: Callable[[], object]) -> None:
+    """Run `build` unless `done` exists, with at most one process building `path` at a time.
+
+    Two jobs started together on a fresh machine (a sweep's cells, training beside an evaluation) both find a cache
+    entry missing. Without a lock both build it, and the second one's `replaced_atomically` removes the first one's
+    folder while that process is loading from it. With it, the second waits for the first and then finds `done`.
+    The lock is an flock on a file beside `path`, so it is released when its holder exits, crashed or not.
+    """
+    if done.exists():
+        return
+    lock_path = path.with_name(f".{path.name}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is building {path}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            build()

