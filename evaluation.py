@@ -552,17 +552,21 @@ def bootstrap_ci(diffs: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, s
 
 
 def compare_runs(a: dict, b: dict, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict:
-    """Paired comparison of two summaries (B minus A): McNemar on the first sample's pass/fail per problem and a
-    bootstrap 95% interval on the average-reward difference. Raises UnpairedRunsError for unpaired runs."""
+    """Paired comparison of two summaries (B minus A): McNemar on the first sample's pass/fail per problem, a
+    bootstrap 95% interval on the average-reward difference, and the problems whose number of passing samples
+    changed (`changed`: id, passes in A, passes in B), so a reader sees where a difference comes from. Raises
+    UnpairedRunsError for unpaired runs."""
     check_paired(a, b)
     pa, pb = {p["id"]: p for p in a["per_problem"]}, {p["id"]: p for p in b["per_problem"]}
     ids = [p["id"] for p in a["per_problem"]]
     only_a = sum(pa[i]["first_pass"] and not pb[i]["first_pass"] for i in ids)
     only_b = sum(pb[i]["first_pass"] and not pa[i]["first_pass"] for i in ids)
     low, high = bootstrap_ci([pb[i]["reward"] - pa[i]["reward"] for i in ids], resamples, seed)
+    changed = [{"id": i, "passes_a": pa[i]["passes"], "passes_b": pb[i]["passes"]}
+               for i in ids if pa[i]["passes"] != pb[i]["passes"]]
     return {"problems": len(ids), "only_a": only_a, "only_b": only_b, "mcnemar_p": mcnemar_exact(only_a, only_b),
             "reward_diff": b["metrics"]["avg_reward"] - a["metrics"]["avg_reward"], "reward_ci": [low, high],
-            "resamples": resamples, "bootstrap_seed": seed}
+            "resamples": resamples, "bootstrap_seed": seed, "changed": changed}
 
 
 def format_comparison(a: dict, b: dict, result: dict) -> str:
@@ -579,6 +583,9 @@ def format_comparison(a: dict, b: dict, result: dict) -> str:
                   f"two-sided p = {result['mcnemar_p']:.4g}",
               f"Average reward Δ = {result['reward_diff']:+.4f}, paired bootstrap 95% CI [{low:+.4f}, {high:+.4f}] "
               f"({result['resamples']} resamples, seed {result['bootstrap_seed']})"]
+    n = a["per_problem"][0]["n"] if a["per_problem"] else 0
+    moves = ", ".join(f"{c['id']} {c['passes_a']}→{c['passes_b']}" for c in result["changed"]) or "none"
+    lines.append(f"Problems whose passing samples (of {n}) changed, A → B: {moves}")
     return "\n".join(lines)
 
 

@@ -138,6 +138,10 @@ def test_compare_table_and_p_value_on_a_constructed_pair():
     assert "| pass@1 (all tests) | 40.00% | 70.00% | +30.00 pp |" in table
     assert "| average reward | 0.700 | 0.850 | +0.150 |" in table
     assert "only by A 1, only by B 4, two-sided p = 0.375" in table
+    assert result["changed"] == [{"id": f"p{i}", "passes_a": int(i == 9), "passes_b": int(i != 9)}
+                                 for i in (3, 4, 5, 6, 9)]
+    assert "Problems whose passing samples (of 1) changed, A → B: p3 0→1, p4 0→1, p5 0→1, p6 0→1, p9 1→0" in table
+    assert "changed, A → B: none" in evaluation.format_comparison(a, a, evaluation.compare_runs(a, a))
 
 
 def test_compare_draws_paired_bars_into_the_output_dir(tmp_path, capsys):
