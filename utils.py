@@ -13,7 +13,6 @@ import contextlib
 import ctypes
 import dataclasses
 import enum
-import fcntl
 import functools
 import hashlib
 import itertools
@@ -34,7 +33,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from paths import cache_dir
+from paths import built_once, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -554,7 +553,6 @@ def _next_uid() -> int:
 
 _COMPILE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C"}
 _DIAG = re.compile(r"^solution\.cpp:(\d+):(\d+): (?:fatal )?error: (.*)$")
-_pch_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)
@@ -583,21 +581,23 @@ def precompiled_headers(config: JudgeConfig) -> Path | None:
 
     gcc uses one only when it is the program's first #include and its flags match, and it is the very
     header the program asked for, so verdicts do not change; it only skips re-parsing ~100 MB of templates.
-    Built once per machine (file lock, atomic rename); a failed header leaves a marker and is not retried.
+    Built once per machine (`paths.built_once`, atomic rename); a failed header leaves a marker and is not retried.
     The build compiles only system headers, so it runs without the sandbox. judge_batch builds it on first use;
     calling this first builds it apart (a benchmark times the judge without this one-off cost).
     """
     key = hashlib.sha256(json.dumps([config.cxx, config.cxx_flags, compiler_version(config.cxx)]).encode())
     root = cache_dir() / "pch" / key.hexdigest()[:16]
-    done = [h for h in _PCH_HEADERS if root.joinpath(h + ".gch").exists() or root.joinpath(h + ".failed").exists()]
-    if len(done) < len(_PCH_HEADERS):
-        with _pch_lock:
-            root.joinpath("bits").mkdir(parents=True, exist_ok=True)
-            with open(root / ".lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                for header in _PCH_HEADERS:
-                    if not root.joinpath(header + ".gch").exists() and not root.joinpath(header + ".failed").exists():
-                        _build_pch(config, root, header)
+
+    def tried(header: str) -> bool:
+        return root.joinpath(header + ".gch").exists() or root.joinpath(header + ".failed").exists()
+
+    def build_missing() -> None:
+        root.joinpath("bits").mkdir(parents=True, exist_ok=True)
+        for header in _PCH_HEADERS:
+            if not tried(header):
+                _build_pch(config, root, header)
+
+    built_once(root, lambda: all(map(tried, _PCH_HEADERS)), build_missing)
     return root if any(root.joinpath(h + ".gch").exists() for h in _PCH_HEADERS) else None
 
 

@@ -520,3 +520,34 @@ def test_a_large_judging_process_does_not_turn_crashes_into_mle() -> None:
     code = HEAD + f"int main(){{abort();}} // {time.time_ns()}"
     result = utils.judge_program(code, [{"input": "", "output": ""}], CONFIG)
     assert len(ballast) and result.verdict is Verdict.RE
+
+
+def test_precompiled_headers_are_built_once_when_threads_ask_together_and_a_failure_is_not_retried(
+        tmp_path, monkeypatch):
+    """The header cache is one `paths.built_once` entry: judge threads (and processes) asking at once wait for one
+    build; a header that could not be built leaves a marker and is never rebuilt, so a failing compiler costs one
+    try per machine, not one per program."""
+    import threading
+
+    monkeypatch.setenv("TINYLORA_CACHE", str(tmp_path))
+    builds = []
+
+    def fake_build(config, root, header):
+        builds.append(header)
+        time.sleep(0.3)  # a second thread arrives while the first is still building
+        if header == "iostream":
+            root.joinpath(header + ".failed").write_text("no")
+        else:
+            root.joinpath(header + ".gch").write_bytes(b"gch")
+
+    monkeypatch.setattr(utils, "_build_pch", fake_build)
+    roots = []
+    threads = [threading.Thread(target=lambda: roots.append(utils.precompiled_headers(JudgeConfig())))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(builds) == ["bits/stdc++.h", "iostream"]
+    assert len(set(roots)) == 1 and roots[0] is not None and roots[0].joinpath("bits/stdc++.h.gch").exists()
+    assert utils.precompiled_headers(JudgeConfig()) == roots[0] and len(builds) == 2
