@@ -64,6 +64,16 @@ JUDGE_TWICE = """
 import json, os, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
 import utils
+runs = []  # what decided each verdict (charged and total CPU, wall, peak RSS, which net fired), for a failure message
+decide = utils._failure
+def recorded(run, config):
+    verdict = decide(run, config)
+    runs.append({"verdict": getattr(verdict, "value", None), "limit_s": config.time_limit_s,
+                 "charged_s": round(run.charged_s, 3), "cpu_s": round(run.cpu_s, 3), "wall_s": round(run.wall_s, 2),
+                 "maxrss_mib": run.maxrss_bytes >> 20, "cpu_killed": run.cpu_killed, "timed_out": run.timed_out,
+                 "returncode": run.returncode})
+    return verdict
+utils._failure = recorded
 programs = json.loads(sys.stdin.read())
 items = [(code, [{"input": stdin, "output": out}],
           utils.JudgeConfig(time_limit_s=limit, memory_mb=memory, output_limit_bytes=1 << 20))
@@ -81,7 +91,8 @@ for loaded in (False, True):
         start = time.monotonic()
         results = utils.judge_batch(items)
         rounds.append({"verdicts": [r.verdict.value for r in results], "run_s": [r.run_s for r in results],
-                       "seconds": time.monotonic() - start})
+                       "seconds": time.monotonic() - start, "runs": runs[:]})
+        runs.clear()
     finally:
         for hog in hogs:
             hog.kill()
@@ -111,8 +122,11 @@ def test_every_verdict_class_is_the_same_idle_and_under_load(judged_twice) -> No
     expected = [verdict.value for *_, verdict in PROGRAMS.values()]
     table = {name: (i, l) for name, i, l in zip(PROGRAMS, judged_twice["idle"]["verdicts"],
                                                    judged_twice["loaded"]["verdicts"])}
-    assert judged_twice["idle"]["verdicts"] == expected, table
-    assert judged_twice["loaded"]["verdicts"] == expected, table
+    # on a mismatch, the runs say which rule decided (docs/judge.md, "Which verdict wins"): CI saw malloc_hog TLE
+    # under load once (2026-12-07) where no machine here reproduces it
+    for round_ in ("idle", "loaded"):
+        assert judged_twice[round_]["verdicts"] == expected, "\n".join(
+            [f"{round_}: {table}"] + [json.dumps(run) for run in judged_twice[round_]["runs"]])
     assert judged_twice["leftovers"] == []
 
 
